@@ -1,0 +1,130 @@
+// Ring collectives; see ring.h for the algorithm in prose.
+#include "algorithms/ring.h"
+
+#include <algorithm>
+#include <cstring>
+
+#include "reduce.h"
+
+namespace cohort::comm {
+namespace {
+
+// Segment i of a count-element buffer split world_size ways (balanced; any
+// count works, including 0 and counts not divisible by world_size).
+size_t SegStart(size_t count, int world_size, int i) {
+  return count * static_cast<size_t>(i) / static_cast<size_t>(world_size);
+}
+size_t SegLen(size_t count, int world_size, int i) {
+  return SegStart(count, world_size, i + 1) - SegStart(count, world_size, i);
+}
+
+}  // namespace
+
+Status RingAllReduce(PairTransport& t, void* data, size_t count, DType dtype, ReduceOp op,
+                     size_t chunk_bytes, Deadline deadline, RingScratch& scratch) {
+  const int n = t.world_size();
+  const int r = t.rank();
+  const size_t elem = DTypeSize(dtype);
+  char* base = static_cast<char*>(data);
+  const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(n) : 1.0f;
+  if (n == 1 || count == 0) return Status::Ok();
+
+  const int right = (r + 1) % n;
+  const int left = (r - 1 + n) % n;
+  size_t max_seg = 0;
+  for (int i = 0; i < n; ++i) max_seg = std::max(max_seg, SegLen(count, n, i));
+  if (scratch.recv.size() < max_seg * elem) scratch.recv.resize(max_seg * elem);
+  char* tmp = scratch.recv.data();
+  const size_t chunk = std::max(elem, chunk_bytes / elem * elem);
+
+  // Reduce-scatter: step s sends segment (r - s) and receives (r - s - 1).
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_seg = ((r - s) % n + n) % n;
+    const int recv_seg = ((r - s - 1) % n + n) % n;
+    const size_t recv_bytes = SegLen(count, n, recv_seg) * elem;
+    char* dst = base + SegStart(count, n, recv_seg) * elem;
+    size_t reduced = 0;  // bytes of the received segment already added into dst
+    auto reduce_ready = [&](size_t received) {
+      while (reduced < received && (received - reduced >= chunk || received == recv_bytes)) {
+        size_t len = std::min(chunk, received - reduced);
+        len -= len % elem;
+        if (len == 0) break;
+        const void* srcs[2] = {dst + reduced, tmp + reduced};
+        ReduceSum(dtype, dst + reduced, srcs, 2, len / elem, 1.0f);
+        reduced += len;
+      }
+    };
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, base + SegStart(count, n, send_seg) * elem,
+                                      SegLen(count, n, send_seg) * elem, left, tmp, recv_bytes,
+                                      deadline, reduce_ready));
+    reduce_ready(recv_bytes);
+  }
+
+  // Rank r now owns the reduced segment (r + 1) mod n.
+  const int own = (r + 1) % n;
+  if (scale != 1.0f)
+    Scale(dtype, base + SegStart(count, n, own) * elem, SegLen(count, n, own), scale);
+
+  // All-gather: step s sends segment (r + 1 - s) and receives (r - s).
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_seg = ((r + 1 - s) % n + n) % n;
+    const int recv_seg = ((r - s) % n + n) % n;
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, base + SegStart(count, n, send_seg) * elem,
+                                      SegLen(count, n, send_seg) * elem, left,
+                                      base + SegStart(count, n, recv_seg) * elem,
+                                      SegLen(count, n, recv_seg) * elem, deadline, nullptr));
+  }
+  return Status::Ok();
+}
+
+Status RingAllGather(PairTransport& t, const void* in, void* out, size_t size_bytes,
+                     Deadline deadline) {
+  const int n = t.world_size();
+  const int r = t.rank();
+  char* blocks = static_cast<char*>(out);
+  if (blocks + r * size_bytes != in) std::memmove(blocks + r * size_bytes, in, size_bytes);
+  if (n == 1 || size_bytes == 0) return Status::Ok();
+  const int right = (r + 1) % n;
+  const int left = (r - 1 + n) % n;
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_block = ((r - s) % n + n) % n;
+    const int recv_block = ((r - s - 1) % n + n) % n;
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, blocks + send_block * size_bytes, size_bytes, left,
+                                      blocks + recv_block * size_bytes, size_bytes, deadline,
+                                      nullptr));
+  }
+  return Status::Ok();
+}
+
+Status RingBroadcast(PairTransport& t, void* data, size_t size_bytes, int root, size_t chunk_bytes,
+                     Deadline deadline) {
+  const int n = t.world_size();
+  const int r = t.rank();
+  if (n == 1 || size_bytes == 0) return Status::Ok();
+  // Pipeline along the ring starting at root: each rank receives a chunk from
+  // its left neighbour and forwards the previous chunk to its right one.
+  const int pos = ((r - root) % n + n) % n;  // distance from root along the ring
+  const int right = (r + 1) % n;
+  const int left = (r - 1 + n) % n;
+  const bool forwards = pos != n - 1;  // the last rank on the ring only receives
+  char* p = static_cast<char*>(data);
+  const size_t chunk = std::max<size_t>(1, chunk_bytes);
+  const size_t num_chunks = (size_bytes + chunk - 1) / chunk;
+  auto chunk_len = [&](size_t c) { return std::min(chunk, size_bytes - c * chunk); };
+  if (pos == 0) {
+    for (size_t c = 0; c < num_chunks; ++c)
+      COHORT_RETURN_IF_ERROR(
+          t.SendRecv(right, p + c * chunk, chunk_len(c), left, nullptr, 0, deadline, nullptr));
+    return Status::Ok();
+  }
+  // Step c: receive chunk c while forwarding chunk c - 1.
+  for (size_t c = 0; c <= num_chunks; ++c) {
+    size_t send_len = (forwards && c > 0) ? chunk_len(c - 1) : 0;
+    size_t recv_len = c < num_chunks ? chunk_len(c) : 0;
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, c > 0 ? p + (c - 1) * chunk : p, send_len, left,
+                                      p + c * chunk, recv_len, deadline, nullptr));
+  }
+  return Status::Ok();
+}
+
+}  // namespace cohort::comm

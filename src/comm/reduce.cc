@@ -1,0 +1,117 @@
+// Reduction kernels; see reduce.h.
+//
+// The float loops are written so GCC vectorises them; target_clones builds an
+// AVX2 variant next to the baseline SSE2 one and picks at load time, so the
+// binary still runs on any x86-64. Work proceeds in blocks of kBlock elements
+// through a float accumulator on the stack, which keeps every source read
+// once and the destination written once per block.
+#include "reduce.h"
+
+#include <cstdint>
+#include <cstring>
+
+namespace cohort::comm {
+namespace {
+
+constexpr size_t kBlock = 2048;  // elements per accumulator block (8 KiB of float)
+
+#if defined(__x86_64__) && !defined(__clang__)
+#define COHORT_MULTIVERSION __attribute__((target_clones("avx2", "default")))
+#else
+#define COHORT_MULTIVERSION
+#endif
+
+COHORT_MULTIVERSION
+void AddFloat(float* __restrict acc, const float* __restrict src, size_t n) {
+  for (size_t i = 0; i < n; ++i) acc[i] += src[i];
+}
+
+COHORT_MULTIVERSION
+void Sum2Float(float* dst, const float* a, const float* b, size_t n, float scale) {
+  // dst may equal a or b: each element is read before it is written.
+  if (scale == 1.0f) {
+    for (size_t i = 0; i < n; ++i) dst[i] = a[i] + b[i];
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = (a[i] + b[i]) * scale;
+  }
+}
+
+COHORT_MULTIVERSION
+void ScaleCopyFloat(float* __restrict dst, const float* __restrict acc, size_t n, float scale) {
+  if (scale == 1.0f) {
+    std::memcpy(dst, acc, n * sizeof(float));
+  } else {
+    for (size_t i = 0; i < n; ++i) dst[i] = acc[i] * scale;
+  }
+}
+
+COHORT_MULTIVERSION
+void WidenBf16(float* __restrict out, const uint16_t* __restrict in, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    std::memcpy(&out[i], &bits, 4);
+  }
+}
+
+COHORT_MULTIVERSION
+void AddBf16(float* __restrict acc, const uint16_t* __restrict in, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits = static_cast<uint32_t>(in[i]) << 16;
+    float f;
+    std::memcpy(&f, &bits, 4);
+    acc[i] += f;
+  }
+}
+
+void NarrowBf16(uint16_t* out, const float* acc, size_t n, float scale) {
+  for (size_t i = 0; i < n; ++i) out[i] = FloatToBFloat16(acc[i] * scale);
+}
+
+}  // namespace
+
+void ReduceSum(DType dtype, void* dst, const void* const* srcs, int num_srcs, size_t count,
+               float scale) {
+  if (count == 0 || num_srcs <= 0) return;
+  if (dtype == DType::kFloat32) {
+    auto* out = static_cast<float*>(dst);
+    if (num_srcs == 1) {
+      if (dst != srcs[0]) std::memmove(dst, srcs[0], count * 4);
+      if (scale != 1.0f) Scale(dtype, dst, count, scale);
+      return;
+    }
+    if (num_srcs == 2) {
+      Sum2Float(out, static_cast<const float*>(srcs[0]), static_cast<const float*>(srcs[1]), count,
+                scale);
+      return;
+    }
+    alignas(64) float acc[kBlock];
+    for (size_t base = 0; base < count; base += kBlock) {
+      size_t n = count - base < kBlock ? count - base : kBlock;
+      std::memcpy(acc, static_cast<const float*>(srcs[0]) + base, n * 4);
+      for (int k = 1; k < num_srcs; ++k) AddFloat(acc, static_cast<const float*>(srcs[k]) + base, n);
+      ScaleCopyFloat(out + base, acc, n, scale);
+    }
+    return;
+  }
+  auto* out = static_cast<uint16_t*>(dst);
+  alignas(64) float acc[kBlock];
+  for (size_t base = 0; base < count; base += kBlock) {
+    size_t n = count - base < kBlock ? count - base : kBlock;
+    WidenBf16(acc, static_cast<const uint16_t*>(srcs[0]) + base, n);
+    for (int k = 1; k < num_srcs; ++k) AddBf16(acc, static_cast<const uint16_t*>(srcs[k]) + base, n);
+    NarrowBf16(out + base, acc, n, scale);
+  }
+}
+
+void Scale(DType dtype, void* data, size_t count, float scale) {
+  if (scale == 1.0f) return;
+  if (dtype == DType::kFloat32) {
+    auto* p = static_cast<float*>(data);
+    for (size_t i = 0; i < count; ++i) p[i] *= scale;
+    return;
+  }
+  auto* p = static_cast<uint16_t*>(data);
+  for (size_t i = 0; i < count; ++i) p[i] = FloatToBFloat16(BFloat16ToFloat(p[i]) * scale);
+}
+
+}  // namespace cohort::comm

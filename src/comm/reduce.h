@@ -1,0 +1,24 @@
+// Reduction kernels shared by the collective algorithms (ring and direct).
+//
+// Type-erased on purpose (as gloo does): callers pass void* and a DType and
+// the dispatch happens here, so no template bloat crosses headers. Float
+// accumulation for every dtype: bfloat16 inputs are widened, summed in
+// float32 and rounded once. Thread-compatible; no state.
+#pragma once
+
+#include <cstddef>
+
+#include "cohort/comm/types.h"
+
+namespace cohort::comm {
+
+// dst[i] = scale * sum_{k < num_srcs} srcs[k][i], for i in [0, count).
+// dst may alias any srcs[k] exactly (same pointer), not partially.
+// scale == 1.0f skips the multiplication.
+void ReduceSum(DType dtype, void* dst, const void* const* srcs, int num_srcs, size_t count,
+               float scale);
+
+// data[i] *= scale.
+void Scale(DType dtype, void* data, size_t count, float scale);
+
+}  // namespace cohort::comm

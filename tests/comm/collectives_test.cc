@@ -1,0 +1,244 @@
+// Collectives against a serial reference: 1-4 ranks, both transports, as
+// threads and as processes; zero and odd counts; bfloat16 within tolerance;
+// shared (in-place) and staged buffers; dead and stalled peers.
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <thread>
+#include <tuple>
+
+#include "cohort/comm/communicator.h"
+#include "testing/ranks.h"
+
+namespace cohort::comm {
+namespace {
+
+using testing::RunRankProcesses;
+using testing::RunRankThreads;
+
+// Every rank's input is exactly representable, and so is every partial sum.
+float Input(int rank, size_t i) { return static_cast<float>((rank + 1) * 0.5 + (i % 97) * 0.25); }
+float ExpectedSum(int world, size_t i) {
+  double s = 0;
+  for (int r = 0; r < world; ++r) s += Input(r, i);
+  return static_cast<float>(s);
+}
+
+Status Fail(const std::string& what) { return Status::Internal(what); }
+
+Options SmallOptions(TransportKind kind) {
+  Options o;
+  o.transport = kind;
+  o.timeout = std::chrono::milliseconds(20000);
+  o.read_env_overrides = false;
+  o.shm_scratch_bytes = 64 * 1024;  // forces many staged pieces
+  o.tcp_chunk_bytes = 4096;         // forces many chunks per ring step
+  return o;
+}
+
+// Runs the full battery of collectives on one rank and checks the results.
+Status CheckAll(Communicator& c, size_t count) {
+  const int n = c.world_size(), r = c.rank();
+  // All-reduce sum and average, float32, plain (staged) buffer.
+  std::vector<float> data(count);
+  for (size_t i = 0; i < count; ++i) data[i] = Input(r, i);
+  COHORT_RETURN_IF_ERROR(c.AllReduce(data.data(), count, DType::kFloat32, ReduceOp::kSum));
+  for (size_t i = 0; i < count; ++i)
+    if (data[i] != ExpectedSum(n, i))
+      return Fail("sum mismatch at " + std::to_string(i) + ": " + std::to_string(data[i]) +
+                  " != " + std::to_string(ExpectedSum(n, i)));
+  for (size_t i = 0; i < count; ++i) data[i] = Input(r, i);
+  COHORT_RETURN_IF_ERROR(c.AllReduce(data.data(), count, DType::kFloat32, ReduceOp::kAverage));
+  for (size_t i = 0; i < count; ++i)
+    if (std::fabs(data[i] - ExpectedSum(n, i) / n) > 1e-6f * std::fabs(ExpectedSum(n, i)))
+      return Fail("average mismatch at " + std::to_string(i));
+
+  // In place in shared memory (the gradient-bucket path), twice in a row.
+  COHORT_ASSIGN_OR_RETURN(void* shared, c.AllocateShared((count + 5) * sizeof(float)));
+  float* sp = static_cast<float*>(shared) + 5;  // not at the segment's start
+  for (int round = 0; round < 2; ++round) {
+    for (size_t i = 0; i < count; ++i) sp[i] = Input(r, i) * (round + 1);
+    COHORT_RETURN_IF_ERROR(c.AllReduce(sp, count, DType::kFloat32, ReduceOp::kSum));
+    for (size_t i = 0; i < count; ++i)
+      if (sp[i] != ExpectedSum(n, i) * (round + 1)) return Fail("shared sum mismatch at " + std::to_string(i));
+  }
+
+  // bfloat16: summed in float, rounded once (ring: per step) -> relative tolerance.
+  std::vector<uint16_t> bf(count);
+  for (size_t i = 0; i < count; ++i) bf[i] = FloatToBFloat16(Input(r, i) * 1.37f);
+  COHORT_RETURN_IF_ERROR(c.AllReduce(bf.data(), count, DType::kBFloat16, ReduceOp::kSum));
+  for (size_t i = 0; i < count; ++i) {
+    double expected = 0;
+    for (int q = 0; q < n; ++q) expected += BFloat16ToFloat(FloatToBFloat16(Input(q, i) * 1.37f));
+    if (std::fabs(BFloat16ToFloat(bf[i]) - expected) > 0.02 * std::fabs(expected) + 1e-3)
+      return Fail("bf16 mismatch at " + std::to_string(i));
+  }
+
+  // Broadcast from the last rank.
+  std::vector<char> bytes(count + 3);
+  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<char>(r == n - 1 ? i * 7 : 0);
+  COHORT_RETURN_IF_ERROR(c.Broadcast(bytes.data(), bytes.size(), n - 1));
+  for (size_t i = 0; i < bytes.size(); ++i)
+    if (bytes[i] != static_cast<char>(i * 7)) return Fail("broadcast mismatch at " + std::to_string(i));
+
+  // All-gather of count + 1 bytes per rank.
+  std::vector<char> in(count + 1), out(n * (count + 1));
+  for (size_t i = 0; i < in.size(); ++i) in[i] = static_cast<char>(r * 31 + i);
+  COHORT_RETURN_IF_ERROR(c.AllGather(in.data(), out.data(), in.size()));
+  for (int q = 0; q < n; ++q)
+    for (size_t i = 0; i < in.size(); ++i)
+      if (out[q * in.size() + i] != static_cast<char>(q * 31 + i)) return Fail("all-gather mismatch");
+
+  // Async all-reduces complete in order, then a barrier.
+  std::vector<float> a(count), b(count);
+  for (size_t i = 0; i < count; ++i) a[i] = b[i] = Input(r, i);
+  auto wa = c.AllReduceAsync(a.data(), count, DType::kFloat32, ReduceOp::kSum);
+  auto wb = c.AllReduceAsync(b.data(), count, DType::kFloat32, ReduceOp::kAverage);
+  COHORT_RETURN_IF_ERROR(wa->Wait());
+  COHORT_RETURN_IF_ERROR(wb->Wait());
+  for (size_t i = 0; i < count; ++i)
+    if (a[i] != ExpectedSum(n, i)) return Fail("async sum mismatch");
+  return c.Barrier();
+}
+
+class CollectivesThreads
+    : public ::testing::TestWithParam<std::tuple<TransportKind, int, size_t>> {};
+
+TEST_P(CollectivesThreads, MatchSerialReference) {
+  auto [kind, world, count] = GetParam();
+  auto results = RunRankThreads(world, SmallOptions(kind), [&](Communicator& c) {
+    EXPECT_EQ(c.transport(), kind);
+    return CheckAll(c, count);
+  });
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, CollectivesThreads,
+    ::testing::Combine(::testing::Values(TransportKind::kShm, TransportKind::kTcp),
+                       ::testing::Values(1, 2, 3, 4),
+                       ::testing::Values(size_t{0}, size_t{1}, size_t{7}, size_t{1001},
+                                         size_t{100003})),
+    [](const auto& info) {
+      return std::string(TransportName(std::get<0>(info.param))) + "_w" +
+             std::to_string(std::get<1>(info.param)) + "_n" + std::to_string(std::get<2>(info.param));
+    });
+
+class CollectivesProcesses : public ::testing::TestWithParam<std::tuple<TransportKind, int>> {};
+
+TEST_P(CollectivesProcesses, MatchSerialReference) {
+  auto [kind, world] = GetParam();
+  auto results = RunRankProcesses(world, SmallOptions(kind), [&](int, Communicator* c) {
+    if (c->transport() != kind) return Fail("wrong transport");
+    for (size_t count : {size_t{0}, size_t{13}, size_t{262147}})
+      COHORT_RETURN_IF_ERROR(CheckAll(*c, count));
+    return Status::Ok();
+  });
+  for (int r = 0; r < world; ++r)
+    EXPECT_EQ(results[r].exit_code, 0) << "rank " << r << ": " << results[r].message;
+}
+
+INSTANTIATE_TEST_SUITE_P(All, CollectivesProcesses,
+                         ::testing::Combine(::testing::Values(TransportKind::kShm, TransportKind::kTcp),
+                                            ::testing::Values(1, 2, 3, 4)),
+                         [](const auto& info) {
+                           return std::string(TransportName(std::get<0>(info.param))) + "_w" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+// A peer that dies (exits without joining the collective) or stalls makes
+// every other rank fail well before the test's kill limit, naming the peer.
+class FailingPeer : public ::testing::TestWithParam<std::tuple<TransportKind, bool>> {};
+
+TEST_P(FailingPeer, OthersFailNamingIt) {
+  auto [kind, stall] = GetParam();
+  Options o = SmallOptions(kind);
+  o.timeout = std::chrono::milliseconds(1500);
+  const int world = 3, victim = 2;
+  auto results = RunRankProcesses(
+      world, o,
+      [&](int rank, Communicator* c) {
+        std::vector<float> data(1000, 1.0f);
+        COHORT_RETURN_IF_ERROR(c->AllReduce(data.data(), data.size(), DType::kFloat32, ReduceOp::kSum));
+        if (rank == victim) {
+          if (stall) std::this_thread::sleep_for(std::chrono::seconds(20));
+          _exit(0);  // dies without a word
+        }
+        Status s = c->AllReduce(data.data(), data.size(), DType::kFloat32, ReduceOp::kSum);
+        if (s.ok()) return Fail("all-reduce succeeded without rank 2");
+        // Later calls return the same sticky error.
+        Status again = c->Barrier();
+        if (again.ok()) return Fail("barrier succeeded after a failure");
+        return Status::Internal(s.ToString());
+      },
+      /*kill_after_s=*/5);
+  bool someone_named_victim = false;
+  for (int r = 0; r < world; ++r) {
+    if (r == victim) continue;
+    EXPECT_EQ(results[r].exit_code, 1) << results[r].message;
+    EXPECT_LT(results[r].seconds, 4.5) << "rank " << r << " took too long: " << results[r].message;
+    EXPECT_EQ(results[r].message.find("succeeded"), std::string::npos) << results[r].message;
+    if (results[r].message.find("rank 2") != std::string::npos) someone_named_victim = true;
+  }
+  EXPECT_TRUE(someone_named_victim) << results[0].message << " | " << results[1].message;
+  if (kind == TransportKind::kShm) {
+    // On shared memory every rank waits on every peer directly.
+    for (int r = 0; r < world; ++r)
+      if (r != victim) {
+        EXPECT_NE(results[r].message.find("rank 2"), std::string::npos) << results[r].message;
+      }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(All, FailingPeer,
+                         ::testing::Combine(::testing::Values(TransportKind::kShm, TransportKind::kTcp),
+                                            ::testing::Bool()),
+                         [](const auto& info) {
+                           return std::string(TransportName(std::get<0>(info.param))) +
+                                  (std::get<1>(info.param) ? "_stalls" : "_dies");
+                         });
+
+TEST(Rendezvous, MissingRankTimesOutNamingIt) {
+  Options o = SmallOptions(TransportKind::kAuto);
+  o.timeout = std::chrono::milliseconds(500);
+  auto store = NewMemoryStore();
+  auto start = std::chrono::steady_clock::now();
+  auto c = Communicator::Create(store, 0, 2, o);  // rank 1 never comes
+  ASSERT_FALSE(c.ok());
+  EXPECT_NE(c.status().message().find("rank 1"), std::string::npos) << c.status().ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+TEST(Communicator, RejectsBadArguments) {
+  auto results = RunRankThreads(1, SmallOptions(TransportKind::kShm), [](Communicator& c) {
+    if (c.Broadcast(nullptr, 0, 3).ok()) return Fail("bad root accepted");
+    if (c.AllReduce(nullptr, 10, DType::kFloat32, ReduceOp::kSum).ok()) return Fail("null accepted");
+    return c.error();  // argument errors are not sticky
+  });
+  EXPECT_TRUE(results[0].ok()) << results[0].ToString();
+  EXPECT_FALSE(Communicator::Create(NewMemoryStore(), 2, 2, {}).ok());
+}
+
+TEST(Communicator, AbortMakesPeersFailFast) {
+  Options o = SmallOptions(TransportKind::kShm);
+  o.timeout = std::chrono::milliseconds(30000);
+  auto start = std::chrono::steady_clock::now();
+  auto results = RunRankThreads(2, o, [](Communicator& c) {
+    if (c.rank() == 1) {
+      c.Abort("data loader failed");
+      return Status::Ok();
+    }
+    std::vector<float> d(10);
+    Status s = c.AllReduce(d.data(), d.size(), DType::kFloat32, ReduceOp::kSum);
+    if (s.ok()) return Fail("succeeded after the peer aborted");
+    if (s.message().find("data loader failed") == std::string::npos) return s;
+    return Status::Ok();
+  });
+  EXPECT_TRUE(results[0].ok()) << results[0].ToString();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, std::chrono::seconds(5));
+}
+
+}  // namespace
+}  // namespace cohort::comm
