@@ -368,7 +368,7 @@ Result<std::unique_ptr<Communicator>> Communicator::FromEnv(Options options) {
                                       " cannot reach the rendezvous store at MASTER_ADDR:MASTER_PORT=" +
                                       cfg.master_addr + ":" + std::to_string(cfg.master_port));
   const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
-  auto store = NewPrefixStore("comm/" + std::string(restart ? restart : "0") + "/", *client);
+  auto store = NewPrefixStore("comm/" + std::string(restart ? restart : "0"), *client);
 
   auto comm = std::make_unique<CommunicatorImpl>(cfg.rank, cfg.world_size, options);
   comm->AdoptStoreServer(std::move(server));
