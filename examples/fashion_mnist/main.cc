@@ -1,0 +1,257 @@
+// The seed model: a 784-512-512-256-10 ReLU MLP trained data-parallel on
+// FashionMNIST with cohort's trainer library. Run it under `cohort launch -n N`
+// (or any launcher that sets the torchrun environment); alone it is rank 0 of 1.
+//
+// Each rank trains on its DistributedSampler shard with batch = global / N;
+// GradientSync averages gradients across ranks (bucketed, overlapped with
+// backward) so every rank takes the same SGD step. After each epoch the 10k
+// test set is evaluated (sharded across ranks, sums all-reduced), metrics are
+// printed by rank 0 and reported by every rank, and rank 0 writes a
+// checkpoint. The final model and metrics.json go to --results-dir. The last
+// line rank 0 prints is `test_accuracy=0.xxxx`.
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "cohort/comm/communicator.h"
+#include "cohort/train/context.h"
+#include "cohort/train/idx.h"
+#include "cohort/train/report.h"
+#include "cohort/train/sampler.h"
+#include "cohort/train/torch.h"
+
+namespace {
+
+using cohort::Status;
+namespace train = cohort::train;
+
+struct Flags {
+  int epochs = 10;
+  double lr = 1e-3;
+  int batch_size = 64;  // global
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string checkpoint_dir;
+  std::string results_dir;
+  uint64_t seed = 0;
+  bool resume = false;
+  int64_t train_subset = 0;  // 0 = all 60k
+  double bucket_mb = 25;
+  bool no_overlap = false;
+  int threads = 0;  // 0 = cores / local ranks
+};
+
+// [N, 784] float in [0, 1] and [N] int64 labels.
+struct Tensors {
+  torch::Tensor x, y;
+};
+
+Tensors ToTensors(const train::MnistSplit& split, int64_t limit) {
+  int64_t n = split.count;
+  if (limit > 0 && limit < n) n = limit;
+  const int64_t pixels = static_cast<int64_t>(split.rows) * split.cols;
+  auto images = torch::from_blob(const_cast<uint8_t*>(split.images.data()), {n, pixels}, torch::kUInt8);
+  auto labels = torch::from_blob(const_cast<uint8_t*>(split.labels.data()), {n}, torch::kUInt8);
+  return {images.to(torch::kFloat32).div_(255.0), labels.to(torch::kInt64)};
+}
+
+torch::nn::Sequential MakeModel() {
+  return torch::nn::Sequential(torch::nn::Linear(784, 512), torch::nn::ReLU(),
+                               torch::nn::Linear(512, 512), torch::nn::ReLU(),
+                               torch::nn::Linear(512, 256), torch::nn::ReLU(),
+                               torch::nn::Linear(256, 10));
+}
+
+[[noreturn]] void Die(const std::string& what, int code = 1) {
+  std::cerr << "fashion_mnist: " << what << std::endl;
+  std::exit(code);
+}
+
+void Check(const Status& s, cohort::comm::Communicator* comm = nullptr) {
+  if (s.ok()) return;
+  if (comm != nullptr) comm->Abort(s.message());
+  Die(s.ToString());
+}
+
+// Sum of loss, number correct and count over this rank's shard of `data`.
+std::array<float, 3> Evaluate(torch::nn::Sequential& model, const Tensors& data, int rank, int world) {
+  torch::NoGradGuard no_grad;
+  const int64_t n = data.x.size(0);
+  const int64_t begin = n * rank / world, end = n * (rank + 1) / world;
+  float loss_sum = 0, correct = 0;
+  for (int64_t b = begin; b < end; b += 1000) {
+    const int64_t e = std::min(end, b + 1000);
+    auto out = model->forward(data.x.slice(0, b, e));
+    auto y = data.y.slice(0, b, e);
+    loss_sum += torch::nn::functional::cross_entropy(
+                    out, y, torch::nn::functional::CrossEntropyFuncOptions().reduction(torch::kSum))
+                    .item<float>();
+    correct += out.argmax(1).eq(y).sum().item<float>();
+  }
+  return {loss_sum, correct, static_cast<float>(end - begin)};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Flags f;
+  CLI::App app{"Train the seed MLP on FashionMNIST, data-parallel across the launched ranks."};
+  app.add_option("--epochs", f.epochs, "Epochs to train")->check(CLI::PositiveNumber);
+  app.add_option("--lr", f.lr, "SGD learning rate")->check(CLI::PositiveNumber);
+  app.add_option("--batch-size", f.batch_size, "Global batch size (split across ranks)")->check(CLI::PositiveNumber);
+  app.add_option("--data-dir", f.data_dir, "Directory with the FashionMNIST IDX .gz files");
+  app.add_option("--checkpoint-dir", f.checkpoint_dir, "Write a checkpoint here after every epoch (env COHORT_CHECKPOINT_DIR)");
+  app.add_option("--results-dir", f.results_dir, "Write model.pt and metrics.json here (env COHORT_RESULTS_DIR)");
+  app.add_option("--seed", f.seed, "Seed for initialisation and shuffling");
+  app.add_flag("--resume", f.resume, "Resume from the newest checkpoint in --checkpoint-dir, if any");
+  app.add_option("--train-subset", f.train_subset, "Use only the first N training samples (0 = all)")->check(CLI::NonNegativeNumber);
+  app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MB")->check(CLI::PositiveNumber);
+  app.add_flag("--no-overlap", f.no_overlap, "All-reduce gradients after backward instead of during it");
+  app.add_option("--threads", f.threads, "Intra-op threads per rank (0 = cores / local ranks)")->check(CLI::NonNegativeNumber);
+  CLI11_PARSE(app, argc, argv);
+
+  auto ctx_or = train::WorkerContext::FromEnv();
+  if (!ctx_or.ok()) Die(ctx_or.status().ToString(), 2);
+  train::WorkerContext ctx = *ctx_or;
+  if (f.checkpoint_dir.empty()) f.checkpoint_dir = ctx.checkpoint_dir;
+  if (f.results_dir.empty()) f.results_dir = ctx.results_dir;
+  if (f.batch_size % ctx.world_size != 0)
+    Die("--batch-size " + std::to_string(f.batch_size) + " is not divisible by the " +
+            std::to_string(ctx.world_size) + " ranks",
+        2);
+  if (f.resume && f.checkpoint_dir.empty()) Die("--resume needs --checkpoint-dir", 2);
+  const bool chief = ctx.is_chief();
+  torch::set_num_threads(f.threads > 0 ? f.threads : train::DefaultThreadsPerWorker(ctx.local_world_size));
+
+  // Data first: a missing data set fails before any rank waits on a peer.
+  auto train_split = train::LoadMnistSplit(f.data_dir, /*train=*/true);
+  if (!train_split.ok()) Die(train_split.status().message());
+  auto test_split = train::LoadMnistSplit(f.data_dir, /*train=*/false);
+  if (!test_split.ok()) Die(test_split.status().message());
+  const Tensors train_data = ToTensors(*train_split, f.train_subset);
+  const Tensors test_data = ToTensors(*test_split, 0);
+
+  auto comm_or = cohort::comm::Communicator::FromEnv();
+  if (!comm_or.ok()) Die(comm_or.status().ToString());
+  auto& comm = **comm_or;
+
+  torch::manual_seed(f.seed);
+  auto model = MakeModel();
+  torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(f.lr));
+
+  int64_t start_epoch = 0;
+  nlohmann::json history = nlohmann::json::array();
+  if (f.resume) {
+    auto loaded = train::LoadLatestCheckpoint(f.checkpoint_dir, *model, optimizer);
+    Check(loaded.status(), &comm);
+    if (loaded->has_value()) {
+      start_epoch = (*loaded)->epoch;
+      auto extra = nlohmann::json::parse((*loaded)->extra_json, nullptr, false);
+      if (extra.is_object() && extra.contains("history")) history = extra["history"];
+    }
+    // Rank 0's view wins (other hosts may not see the same directory).
+    Check(comm.Broadcast(&start_epoch, sizeof(start_epoch), 0), &comm);
+    if (chief && start_epoch > 0)
+      std::printf("resuming from checkpoint after epoch %lld\n", static_cast<long long>(start_epoch));
+  }
+
+  train::GradientSyncOptions sync_options;
+  sync_options.bucket_bytes = static_cast<size_t>(f.bucket_mb * 1024 * 1024);
+  sync_options.overlap = !f.no_overlap;
+  auto sync_or = train::GradientSync::Create(comm, *model, sync_options);  // broadcasts rank 0's weights
+  Check(sync_or.status(), &comm);
+  auto& sync = **sync_or;
+
+  train::DistributedSampler sampler(train_data.x.size(0), ctx.world_size, ctx.rank, /*shuffle=*/true, f.seed);
+  train::Reporter reporter = train::Reporter::FromEnv(ctx.rank);
+  const int64_t per_rank_batch = f.batch_size / ctx.world_size;
+  if (chief)
+    std::printf("training: %d rank(s), transport %s, global batch %d (%lld per rank), lr %g, %d epoch(s), "
+                "%lld training samples, %zu gradient bucket(s)\n",
+                ctx.world_size, std::string(cohort::comm::TransportName(comm.transport())).c_str(),
+                f.batch_size, static_cast<long long>(per_rank_batch), f.lr, f.epochs,
+                static_cast<long long>(train_data.x.size(0)), sync.num_buckets());
+  std::fflush(stdout);
+
+  float val_accuracy = 0;
+  for (int64_t epoch = start_epoch; epoch < f.epochs; ++epoch) {
+    // --- train one epoch ----------------------------------------------------
+    sampler.SetEpoch(static_cast<uint64_t>(epoch));
+    auto indices_vec = sampler.Indices();
+    auto indices = torch::from_blob(indices_vec.data(), {static_cast<int64_t>(indices_vec.size())}, torch::kInt64);
+    model->train();
+    double loss_sum = 0;
+    int64_t batches = 0;
+    const auto t0 = std::chrono::steady_clock::now();
+    for (int64_t b = 0; b < indices.size(0); b += per_rank_batch) {
+      auto idx = indices.slice(0, b, std::min<int64_t>(b + per_rank_batch, indices.size(0)));
+      auto xb = train_data.x.index_select(0, idx);
+      auto yb = train_data.y.index_select(0, idx);
+      sync.ZeroGrad();
+      auto loss = torch::nn::functional::cross_entropy(model->forward(xb), yb);
+      loss.backward();
+      Check(sync.Synchronize(), &comm);
+      optimizer.step();
+      loss_sum += loss.item<double>();
+      ++batches;
+    }
+    const double train_seconds =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+
+    // --- evaluate on the test set, sharded; sums all-reduced ------------------
+    model->eval();
+    auto eval = Evaluate(model, test_data, ctx.rank, ctx.world_size);
+    std::array<float, 5> sums = {eval[0], eval[1], eval[2], static_cast<float>(loss_sum),
+                                 static_cast<float>(batches)};
+    Check(comm.AllReduce(sums.data(), sums.size(), cohort::comm::DType::kFloat32,
+                         cohort::comm::ReduceOp::kSum), &comm);
+    const float val_loss = sums[0] / sums[2];
+    val_accuracy = sums[1] / sums[2];
+    const float train_loss = sums[3] / sums[4];
+    const double samples_per_sec = static_cast<double>(sampler.total_size()) / train_seconds;
+
+    nlohmann::json metrics = {{"epoch", epoch + 1},        {"epochs", f.epochs},
+                              {"train_loss", train_loss},   {"val_loss", val_loss},
+                              {"val_accuracy", val_accuracy}, {"samples_per_sec", samples_per_sec},
+                              {"epoch_time_s", train_seconds}};
+    history.push_back(metrics);
+    Check(reporter.ReportJson(metrics.dump()));
+    if (chief) {
+      std::printf("epoch=%lld/%d train_loss=%.4f val_loss=%.4f val_accuracy=%.4f samples_per_sec=%.0f time_s=%.2f\n",
+                  static_cast<long long>(epoch + 1), f.epochs, train_loss, val_loss, val_accuracy,
+                  samples_per_sec, train_seconds);
+      std::fflush(stdout);
+    }
+
+    // --- checkpoint (rank 0 writes; everyone waits so resume sees it) ---------
+    if (!f.checkpoint_dir.empty()) {
+      if (chief) {
+        nlohmann::json extra = {{"seed", f.seed}, {"world_size", ctx.world_size}, {"history", history}};
+        Check(train::SaveCheckpoint(f.checkpoint_dir, {epoch + 1, extra.dump()}, *model, optimizer), &comm);
+      }
+      Check(comm.Barrier(), &comm);
+    }
+  }
+
+  if (chief) {
+    if (start_epoch >= f.epochs && !history.empty())
+      val_accuracy = history.back().value("val_accuracy", 0.0f);
+    if (!f.results_dir.empty()) {
+      nlohmann::json out = {{"model", "mlp-784-512-512-256-10"},
+                            {"world_size", ctx.world_size},
+                            {"global_batch_size", f.batch_size},
+                            {"lr", f.lr},
+                            {"seed", f.seed},
+                            {"epochs", history},
+                            {"test_accuracy", val_accuracy}};
+      Check(train::SaveResults(f.results_dir, *model, out.dump(2)), &comm);
+      std::printf("results written to %s\n", f.results_dir.c_str());
+    }
+    std::printf("test_accuracy=%.4f\n", val_accuracy);
+    std::fflush(stdout);
+  }
+  Check(comm.Barrier(), &comm);
+  return 0;
+}

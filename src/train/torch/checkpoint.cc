@@ -1,0 +1,98 @@
+// Checkpoints and results for torch modules; see include/cohort/train/torch.h.
+// Directory handling (temp dir, atomic commit, newest complete) is torch-free
+// in src/train/checkpoint_dir.cc; this file only (de)serialises tensors.
+#include <filesystem>
+
+#include <nlohmann/json.hpp>
+
+#include "cohort/train/checkpoint_dir.h"
+#include "cohort/train/torch.h"
+
+namespace cohort::train {
+namespace {
+
+namespace fs = std::filesystem;
+
+Status SaveModelTo(const std::string& path, torch::nn::Module& module) {
+  torch::serialize::OutputArchive archive;
+  module.save(archive);
+  const std::string tmp = path + ".tmp";
+  archive.save_to(tmp);
+  std::error_code ec;
+  fs::rename(tmp, path, ec);
+  if (ec) return Status::IoError("rename " + tmp + " -> " + path + ": " + ec.message());
+  return Status::Ok();
+}
+
+}  // namespace
+
+Status LoadModel(const std::string& path, torch::nn::Module& module) {
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(path);
+    module.load(archive);
+    return Status::Ok();
+  } catch (const c10::Error& e) {
+    return Status::InvalidArgument("cannot load model " + path + ": " + e.what_without_backtrace());
+  }
+}
+
+Status SaveCheckpoint(const std::string& root, const CheckpointState& state,
+                      torch::nn::Module& module, torch::optim::Optimizer& optimizer) {
+  nlohmann::json extra = nlohmann::json::object();
+  if (!state.extra_json.empty()) {
+    extra = nlohmann::json::parse(state.extra_json, nullptr, false);
+    if (extra.is_discarded() || !extra.is_object())
+      return Status::InvalidArgument("checkpoint extra state is not a JSON object");
+  }
+  nlohmann::json doc = {{"epoch", state.epoch}, {"format", 1}, {"extra", extra}};
+  COHORT_ASSIGN_OR_RETURN(std::string tmp_dir, BeginCheckpoint(root, state.epoch));
+  try {
+    COHORT_RETURN_IF_ERROR(SaveModelTo(tmp_dir + "/model.pt", module));
+    torch::serialize::OutputArchive archive;
+    optimizer.save(archive);
+    archive.save_to(tmp_dir + "/optimizer.pt");
+  } catch (const c10::Error& e) {
+    std::error_code ec;
+    fs::remove_all(tmp_dir, ec);
+    return Status::IoError("cannot write checkpoint under " + root + ": " + e.what_without_backtrace());
+  }
+  return CommitCheckpoint(root, tmp_dir, state.epoch, doc.dump());
+}
+
+Result<std::optional<CheckpointState>> LoadLatestCheckpoint(const std::string& root,
+                                                            torch::nn::Module& module,
+                                                            torch::optim::Optimizer& optimizer) {
+  COHORT_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> info, FindLatestCheckpoint(root));
+  if (!info) return std::optional<CheckpointState>();
+  auto doc = nlohmann::json::parse(info->state_json, nullptr, false);
+  if (doc.is_discarded() || !doc.is_object() || !doc.contains("epoch"))
+    return Status::InvalidArgument("checkpoint " + info->path + " has an unreadable state.json");
+  COHORT_RETURN_IF_ERROR(LoadModel(info->path + "/model.pt", module));
+  try {
+    torch::serialize::InputArchive archive;
+    archive.load_from(info->path + "/optimizer.pt");
+    optimizer.load(archive);
+  } catch (const c10::Error& e) {
+    return Status::InvalidArgument("cannot load optimizer state from " + info->path + ": " +
+                                   e.what_without_backtrace());
+  }
+  CheckpointState state;
+  state.epoch = doc["epoch"].get<int64_t>();
+  state.extra_json = doc.value("extra", nlohmann::json::object()).dump();
+  return std::optional<CheckpointState>(state);
+}
+
+Status SaveResults(const std::string& dir, torch::nn::Module& module, const std::string& metrics_json) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) return Status::IoError("cannot create results directory " + dir + ": " + ec.message());
+  try {
+    COHORT_RETURN_IF_ERROR(SaveModelTo(dir + "/model.pt", module));
+  } catch (const c10::Error& e) {
+    return Status::IoError("cannot write " + dir + "/model.pt: " + e.what_without_backtrace());
+  }
+  return WriteFileAtomic(dir + "/metrics.json", metrics_json);
+}
+
+}  // namespace cohort::train
