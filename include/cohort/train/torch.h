@@ -52,6 +52,9 @@ class GradientSync {
   Status Synchronize();
 
   size_t num_buckets() const;
+  // Buckets whose all-reduce has been started since the last ZeroGrad or
+  // Synchronize: with overlap, backward launches them as gradients complete.
+  size_t buckets_launched() const;
   size_t bucket_bytes(size_t i) const;
 
   struct Impl;

@@ -226,6 +226,10 @@ Status GradientSync::Synchronize() {
 }
 
 size_t GradientSync::num_buckets() const { return impl_->buckets.size(); }
+size_t GradientSync::buckets_launched() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->next_launch;
+}
 size_t GradientSync::bucket_bytes(size_t i) const {
   return impl_->buckets[i].count * comm::DTypeSize(impl_->buckets[i].dtype);
 }

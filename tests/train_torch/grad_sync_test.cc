@@ -1,0 +1,243 @@
+// GradientSync against a single-process reference: ranks as threads, each
+// with its own model (different initial weights, which the broadcast must
+// fix) and its half of a batch; after Synchronize every rank must hold the
+// gradient of the full batch. Both transports, overlap on/off, one and
+// several buckets. Also: checkpoint round-trip and newest-checkpoint choice.
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "cohort/train/checkpoint_dir.h"
+#include "cohort/train/torch.h"
+
+namespace cohort::train {
+namespace {
+
+using comm::TransportKind;
+
+torch::nn::Sequential TinyModel(uint64_t seed) {
+  torch::manual_seed(seed);
+  return torch::nn::Sequential(torch::nn::Linear(6, 5), torch::nn::ReLU(), torch::nn::Linear(5, 3));
+}
+
+struct Batch {
+  torch::Tensor x, y;
+};
+
+Batch MakeBatch(int64_t n) {
+  torch::manual_seed(123);
+  return {torch::randn({n, 6}), torch::randint(0, 3, {n}, torch::kInt64)};
+}
+
+double MaxDiff(torch::nn::Module& a, torch::nn::Module& b, bool grads) {
+  double worst = 0;
+  auto pa = a.parameters(), pb = b.parameters();
+  for (size_t i = 0; i < pa.size(); ++i) {
+    auto ta = grads ? pa[i].grad() : pa[i];
+    auto tb = grads ? pb[i].grad() : pb[i];
+    worst = std::max(worst, (ta - tb).abs().max().item<double>());
+  }
+  return worst;
+}
+
+struct Case {
+  TransportKind transport;
+  bool overlap;
+  size_t bucket_bytes;
+};
+
+class GradSyncTest : public ::testing::TestWithParam<Case> {};
+
+TEST_P(GradSyncTest, AveragedGradientsMatchFullBatchAndStepsStayInLockstep) {
+  const Case c = GetParam();
+  const int world = 2, per_rank = 8, steps = 3;
+  Batch batch = MakeBatch(world * per_rank);
+
+  // Reference: one model, full batch, same SGD steps.
+  auto ref = TinyModel(1);
+  torch::optim::SGD ref_opt(ref->parameters(), torch::optim::SGDOptions(0.1));
+  std::vector<torch::nn::Sequential> ref_after_step;
+
+  std::vector<torch::nn::Sequential> models = {TinyModel(1), TinyModel(2)};  // rank 1 starts different
+  comm::Options options;
+  options.transport = c.transport;
+  options.read_env_overrides = false;
+  options.timeout = std::chrono::milliseconds(20000);
+  auto store = comm::NewMemoryStore();
+  std::vector<Status> results(world);
+  std::vector<std::vector<torch::Tensor>> grads_per_step(world);
+  std::vector<size_t> launched_in_backward(world), num_buckets(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = comm::Communicator::Create(store, r, world, options);
+      if (!comm.ok()) {
+        results[r] = comm.status();
+        return;
+      }
+      GradientSyncOptions so;
+      so.overlap = c.overlap;
+      so.bucket_bytes = c.bucket_bytes;
+      auto sync = GradientSync::Create(**comm, *models[r], so);
+      if (!sync.ok()) {
+        results[r] = sync.status();
+        return;
+      }
+      torch::optim::SGD opt(models[r]->parameters(), torch::optim::SGDOptions(0.1));
+      for (int s = 0; s < steps; ++s) {
+        (*sync)->ZeroGrad();
+        auto xb = batch.x.slice(0, r * per_rank, (r + 1) * per_rank);
+        auto yb = batch.y.slice(0, r * per_rank, (r + 1) * per_rank);
+        torch::nn::functional::cross_entropy(models[r]->forward(xb), yb).backward();
+        // With overlap, backward itself has started every bucket's all-reduce.
+        launched_in_backward[r] = (*sync)->buckets_launched();
+        num_buckets[r] = (*sync)->num_buckets();
+        if (Status st = (*sync)->Synchronize(); !st.ok()) {
+          results[r] = st;
+          return;
+        }
+        if (s == 0) {
+          for (auto& p : models[r]->parameters()) grads_per_step[r].push_back(p.grad().clone());
+        }
+        opt.step();
+      }
+      results[r] = (*comm)->Barrier();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) ASSERT_TRUE(results[r].ok()) << results[r].ToString();
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(num_buckets[r], c.bucket_bytes < 1024 ? 4u : 1u);
+    EXPECT_EQ(launched_in_backward[r], c.overlap ? num_buckets[r] : 0u);
+  }
+
+  for (int s = 0; s < steps; ++s) {
+    ref_opt.zero_grad();
+    torch::nn::functional::cross_entropy(ref->forward(batch.x), batch.y).backward();
+    if (s == 0) {
+      auto params = ref->parameters();
+      for (int r = 0; r < world; ++r)
+        for (size_t i = 0; i < params.size(); ++i)
+          EXPECT_LT((grads_per_step[r][i] - params[i].grad()).abs().max().item<double>(), 1e-6)
+              << "rank " << r << " parameter " << i;
+    }
+    ref_opt.step();
+  }
+  EXPECT_LT(MaxDiff(*models[0], *models[1], false), 1e-7) << "ranks diverged";
+  EXPECT_LT(MaxDiff(*models[0], *ref, false), 1e-5) << "differs from the full-batch reference";
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    All, GradSyncTest,
+    ::testing::Values(Case{TransportKind::kShm, true, 25u << 20}, Case{TransportKind::kShm, true, 64},
+                      Case{TransportKind::kShm, false, 64}, Case{TransportKind::kTcp, true, 64},
+                      Case{TransportKind::kTcp, false, 25u << 20}),
+    [](const auto& info) {
+      return std::string(comm::TransportName(info.param.transport)) +
+             (info.param.overlap ? "_overlap" : "_after") +
+             (info.param.bucket_bytes < 1024 ? "_small_buckets" : "_one_bucket");
+    });
+
+TEST(GradSync, SmallBucketsSplitTheModel) {
+  auto store = comm::NewMemoryStore();
+  comm::Options o;
+  o.read_env_overrides = false;
+  auto comm = comm::Communicator::Create(store, 0, 1, o);
+  ASSERT_TRUE(comm.ok());
+  auto model = TinyModel(1);
+  GradientSyncOptions so;
+  so.bucket_bytes = 64;
+  auto sync = GradientSync::Create(**comm, *model, so);
+  ASSERT_TRUE(sync.ok()) << sync.status().ToString();
+  // Reverse order: bias2 (12 B, padded to 64) fills the first bucket; w2, b1
+  // and w1 each overflow the 64-byte cap and start a new one.
+  EXPECT_EQ((*sync)->num_buckets(), 4u);
+  // Gradients are views into the buckets and survive optimizer.zero_grad().
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  (*sync)->ZeroGrad();
+  torch::nn::functional::cross_entropy(model->forward(torch::randn({4, 6})), torch::tensor({0, 1, 2, 0})).backward();
+  ASSERT_TRUE((*sync)->Synchronize().ok());
+  double norm = 0;
+  for (auto& p : model->parameters()) norm += p.grad().abs().sum().item<double>();
+  EXPECT_GT(norm, 0);
+  opt.zero_grad();
+  (*sync)->ZeroGrad();
+  for (auto& p : model->parameters()) {
+    ASSERT_TRUE(p.grad().defined());
+    EXPECT_EQ(p.grad().abs().sum().item<double>(), 0);
+  }
+}
+
+class CheckpointTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    root_ = std::filesystem::temp_directory_path() /
+            ("cohort_ckpt_test_" + std::to_string(getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    std::filesystem::remove_all(root_);
+  }
+  void TearDown() override { std::filesystem::remove_all(root_); }
+  std::filesystem::path root_;
+};
+
+TEST_F(CheckpointTest, RoundTripRestoresModelEpochAndState) {
+  auto model = TinyModel(7);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  // One step so the optimizer has momentum buffers worth saving.
+  torch::nn::functional::cross_entropy(model->forward(torch::randn({4, 6})), torch::tensor({0, 1, 2, 0})).backward();
+  opt.step();
+  ASSERT_TRUE(SaveCheckpoint(root_.string(), {3, R"({"seed": 5})"}, *model, opt).ok());
+
+  auto restored = TinyModel(99);
+  torch::optim::SGD restored_opt(restored->parameters(), torch::optim::SGDOptions(0.1).momentum(0.9));
+  ASSERT_GT(MaxDiff(*model, *restored, false), 0.0);
+  auto loaded = LoadLatestCheckpoint(root_.string(), *restored, restored_opt);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->epoch, 3);
+  EXPECT_NE((*loaded)->extra_json.find("\"seed\":5"), std::string::npos) << (*loaded)->extra_json;
+  EXPECT_EQ(MaxDiff(*model, *restored, false), 0.0);
+  // Momentum restored: the next step from both is identical.
+  for (auto* m : {&model, &restored}) {
+    torch::manual_seed(3);
+    (*m)->zero_grad();
+    torch::nn::functional::cross_entropy((*m)->forward(torch::randn({4, 6})), torch::tensor({0, 1, 2, 0})).backward();
+  }
+  opt.step();
+  restored_opt.step();
+  EXPECT_EQ(MaxDiff(*model, *restored, false), 0.0);
+}
+
+TEST_F(CheckpointTest, NewestCompleteCheckpointWinsAndPartialOnesAreIgnored) {
+  auto model = TinyModel(7);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  ASSERT_TRUE(SaveCheckpoint(root_.string(), {1, "{}"}, *model, opt).ok());
+  auto later = TinyModel(8);
+  torch::optim::SGD later_opt(later->parameters(), torch::optim::SGDOptions(0.1));
+  ASSERT_TRUE(SaveCheckpoint(root_.string(), {2, "{}"}, *later, later_opt).ok());
+  // A crash mid-way through epoch 3's checkpoint leaves a temp dir behind.
+  auto tmp = BeginCheckpoint(root_.string(), 3);
+  ASSERT_TRUE(tmp.ok());
+  std::ofstream(*tmp + "/model.pt") << "half written";
+
+  auto restored = TinyModel(99);
+  torch::optim::SGD restored_opt(restored->parameters(), torch::optim::SGDOptions(0.1));
+  auto loaded = LoadLatestCheckpoint(root_.string(), *restored, restored_opt);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  ASSERT_TRUE(loaded->has_value());
+  EXPECT_EQ((*loaded)->epoch, 2);
+  EXPECT_EQ(MaxDiff(*later, *restored, false), 0.0);
+}
+
+TEST_F(CheckpointTest, EmptyDirectoryMeansNoCheckpoint) {
+  auto model = TinyModel(7);
+  torch::optim::SGD opt(model->parameters(), torch::optim::SGDOptions(0.1));
+  auto loaded = LoadLatestCheckpoint(root_.string(), *model, opt);
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_FALSE(loaded->has_value());
+}
+
+}  // namespace
+}  // namespace cohort::train
