@@ -41,6 +41,7 @@ struct Flags {
   double bucket_mb = 25;
   bool no_overlap = false;
   int threads = 0;  // 0 = cores / local ranks
+  bool profile = false;
 };
 
 // [N, 784] float in [0, 1] and [N] int64 labels.
@@ -110,6 +111,7 @@ int main(int argc, char** argv) {
   app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MB")->check(CLI::PositiveNumber);
   app.add_flag("--no-overlap", f.no_overlap, "All-reduce gradients after backward instead of during it");
   app.add_option("--threads", f.threads, "Intra-op threads per rank (0 = cores / local ranks)")->check(CLI::NonNegativeNumber);
+  app.add_flag("--profile", f.profile, "Print where each step's time goes (rank 0)");
   CLI11_PARSE(app, argc, argv);
 
   auto ctx_or = train::WorkerContext::FromEnv();
@@ -184,21 +186,41 @@ int main(int argc, char** argv) {
     model->train();
     double loss_sum = 0;
     int64_t batches = 0;
+    // Seconds per phase, summed over the epoch (--profile).
+    double t_data = 0, t_forward = 0, t_backward = 0, t_sync = 0, t_step = 0;
+    using Clock = std::chrono::steady_clock;
+    auto lap = [&](Clock::time_point& since, double& into) {
+      if (!f.profile) return;
+      auto now = Clock::now();
+      into += std::chrono::duration<double>(now - since).count();
+      since = now;
+    };
     const auto t0 = std::chrono::steady_clock::now();
     for (int64_t b = 0; b < indices.size(0); b += per_rank_batch) {
+      auto since = Clock::now();
       auto idx = indices.slice(0, b, std::min<int64_t>(b + per_rank_batch, indices.size(0)));
       auto xb = train_data.x.index_select(0, idx);
       auto yb = train_data.y.index_select(0, idx);
       sync.ZeroGrad();
+      lap(since, t_data);
       auto loss = torch::nn::functional::cross_entropy(model->forward(xb), yb);
+      lap(since, t_forward);
       loss.backward();
+      lap(since, t_backward);
       Check(sync.Synchronize(), &comm);
+      lap(since, t_sync);
       optimizer.step();
       loss_sum += loss.item<double>();
+      lap(since, t_step);
       ++batches;
     }
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    if (f.profile && chief && batches > 0)
+      std::printf("profile: per step (ms) data+zero=%.3f forward=%.3f backward=%.3f sync_wait=%.3f "
+                  "optimizer=%.3f total=%.3f\n",
+                  1e3 * t_data / batches, 1e3 * t_forward / batches, 1e3 * t_backward / batches,
+                  1e3 * t_sync / batches, 1e3 * t_step / batches, 1e3 * train_seconds / batches);
 
     // --- evaluate on the test set, sharded; sums all-reduced ------------------
     model->eval();

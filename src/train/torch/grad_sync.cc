@@ -63,7 +63,10 @@ struct GradientSync::Impl {
     std::lock_guard<std::mutex> lock(mu);
     Bucket& b = buckets[bucket_of[param_index]];
     if (b.pending > 0) --b.pending;
-    while (next_launch < buckets.size() && buckets[next_launch].pending == 0) Launch(next_launch++);
+    // The last bucket completes when backward ends: there is nothing left to
+    // overlap it with, so Synchronize() reduces it inline on the training
+    // thread, sparing two thread hand-offs per step.
+    while (next_launch + 1 < buckets.size() && buckets[next_launch].pending == 0) Launch(next_launch++);
   }
 
   void Launch(size_t i) {  // REQUIRES: mu held
@@ -212,12 +215,21 @@ void GradientSync::ZeroGrad() {
 Status GradientSync::Synchronize() {
   Status result;
   if (impl_->comm->world_size() > 1) {
+    // Buckets the hooks did not start (the last one, or unused parameters)
+    // are reduced here, synchronously and in index order; a synchronous
+    // collective first drains the async queue, so the order is the same on
+    // every rank.
+    size_t first_inline;
     {
       std::lock_guard<std::mutex> lock(impl_->mu);
-      while (impl_->next_launch < impl_->buckets.size()) impl_->Launch(impl_->next_launch++);
+      first_inline = impl_->next_launch;
+      impl_->next_launch = impl_->buckets.size();
     }
-    for (auto& b : impl_->buckets) {
-      Status s = b.work ? b.work->Wait() : Status::Ok();
+    for (size_t i = 0; i < impl_->buckets.size(); ++i) {
+      auto& b = impl_->buckets[i];
+      Status s = i < first_inline
+                     ? (b.work ? b.work->Wait() : Status::Ok())
+                     : impl_->comm->AllReduce(b.data, b.count, b.dtype, comm::ReduceOp::kAverage);
       if (result.ok() && !s.ok()) result = s;
     }
   }
