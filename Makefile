@@ -16,8 +16,11 @@ build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
 # The main job: the seed model (FashionMNIST MLP), 2 ranks on this machine.
+# Per-epoch metrics also go, as JSON lines, to $(BUILD_DIR)/run/metrics.jsonl.
 run: build
-	$(BUILD_DIR)/bin/cohort launch -n 2 -- $(BUILD_DIR)/bin/fashion_mnist \
+	@mkdir -p $(BUILD_DIR)/run
+	COHORT_REPORT_PATH=$(CURDIR)/$(BUILD_DIR)/run/metrics.jsonl \
+	  $(BUILD_DIR)/bin/cohort launch -n 2 -- $(BUILD_DIR)/bin/fashion_mnist \
 	  --checkpoint-dir $(BUILD_DIR)/run/checkpoints --results-dir $(BUILD_DIR)/run/results
 
 test: build
