@@ -16,8 +16,18 @@
 #   epoch=E train_loss=... val_loss=... val_accuracy=... samples_per_sec=...
 # (samples_per_sec: all ranks' training samples / wall time of the epoch's
 # training loop), and finally test_accuracy=0.xxxx.
+#
+# Run as a cohort job it uses python/cohort.py (from PYTHONPATH, else
+# ../../python next to this script): rank 0 reports each epoch's metrics to
+# COHORT_REPORT_PATH (the progress line of `cohort job submit`); with
+# COHORT_CHECKPOINT_DIR it saves {model, optimizer, epoch} as
+# checkpoint_NNNNNN/checkpoint.pt after every epoch (atomically) and resumes
+# from the newest one; with COHORT_RESULTS_DIR it writes model.pt and
+# metrics.json there at the end. Without these variables (or without
+# cohort.py) it behaves as plain DDP.
 import argparse
 import gzip
+import json
 import os
 import sys
 import time
@@ -47,8 +57,40 @@ REINSTALL_HINT = ("reinstall Debian's dataset-fashion-mnist package "
                   "(apt-get install --reinstall dataset-fashion-mnist)")
 
 
+CHECKPOINT_FILE = "checkpoint.pt"
+MODEL_NAME = "mlp-784-512-512-256-10"
+
+
 class DataError(Exception):
     pass
+
+
+def import_cohort():
+    """python/cohort.py from PYTHONPATH, else from ../../python next to this
+    script; None when neither has it (nothing is reported or checkpointed)."""
+    try:
+        import cohort
+        return cohort
+    except ImportError:
+        pass
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.append(os.path.normpath(os.path.join(here, "..", "..", "python")))
+    try:
+        import cohort
+        return cohort
+    except ImportError:
+        if any(os.environ.get(v) for v in
+               ("COHORT_REPORT_PATH", "COHORT_CHECKPOINT_DIR", "COHORT_RESULTS_DIR")):
+            print("warning: cohort.py not found (put cohort's python/ directory on PYTHONPATH): "
+                  "no metric reports, checkpoints or results", file=sys.stderr)
+        return None
+
+
+def save_file_atomic(path, save):
+    """save(tmp_path), then rename tmp_path over path."""
+    tmp = f"{path}.tmp.{os.getpid()}"
+    save(tmp)
+    os.replace(tmp, path)
 
 
 def read_idx_ubyte(path, ndims):
@@ -154,16 +196,41 @@ def main():
     if distributed:
         dist.init_process_group("gloo", init_method="env://", rank=rank, world_size=world)
 
+    cohort = import_cohort()
+    ckpt_root = cohort.checkpoint_dir() if cohort else None
+    results = cohort.results_dir() if cohort and rank == 0 else None
+    reporting = cohort is not None and bool(os.environ.get("COHORT_REPORT_PATH"))
+
     torch.manual_seed(args.seed)
     model = make_model()
+    # Resume: every rank that sees the newest checkpoint loads it; rank 0's
+    # epoch wins (DDP copies rank 0's weights to the others in any case).
+    start_epoch, history, resumed = 0, [], None
+    if ckpt_root:
+        latest = cohort.latest_checkpoint(ckpt_root)
+        if latest and os.path.exists(os.path.join(latest, CHECKPOINT_FILE)):
+            resumed = torch.load(os.path.join(latest, CHECKPOINT_FILE), map_location="cpu")
+        start = torch.tensor([resumed["epoch"] if resumed else 0], dtype=torch.int64)
+        if distributed:
+            dist.broadcast(start, 0)
+        start_epoch = int(start.item())
+        if resumed is not None and resumed["epoch"] != start_epoch:
+            resumed = None
+        if resumed is not None:
+            model.load_state_dict(resumed["model"])
+            history = list(resumed.get("history", []))
+        if rank == 0 and start_epoch > 0:
+            print(f"resuming from checkpoint after epoch {start_epoch}", flush=True)
     ddp = DistributedDataParallel(model) if distributed else model
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr)
+    if resumed is not None:
+        opt.load_state_dict(resumed["optimizer"])
     sampler = DistributedSampler(torch.utils.data.TensorDataset(train_x, train_y),
                                  num_replicas=world, rank=rank, shuffle=True, seed=args.seed)
 
     val_acc = None
-    for epoch in range(args.epochs):
+    for epoch in range(start_epoch, args.epochs):
         sampler.set_epoch(epoch)
         indices = torch.tensor(list(sampler), dtype=torch.int64)
         if distributed:
@@ -190,10 +257,40 @@ def main():
             print(f"epoch={epoch + 1} train_loss={train_loss:.4f} val_loss={val_loss:.4f} "
                   f"val_accuracy={val_acc:.4f} samples_per_sec={samples_per_sec:.1f}",
                   flush=True)
+            metrics = {"epoch": epoch + 1, "epochs": args.epochs, "train_loss": train_loss,
+                       "val_loss": val_loss, "val_accuracy": val_acc,
+                       "samples_per_sec": samples_per_sec, "epoch_time_s": elapsed}
+            history.append(metrics)
+            if reporting:
+                cohort.report(**metrics)
+            if ckpt_root:
+                state = {"seed": args.seed, "world_size": world, "history": history}
+                with cohort.new_checkpoint(epoch + 1, state=state, root=ckpt_root) as tmp:
+                    torch.save({"model": model.state_dict(), "optimizer": opt.state_dict(),
+                                "epoch": epoch + 1, "history": history},
+                               os.path.join(tmp, CHECKPOINT_FILE))
+        if ckpt_root and distributed:
+            dist.barrier()  # a restart must find this epoch's checkpoint
 
     if rank == 0:
         if val_acc is None:
-            _, val_acc = evaluate(model, test_x, test_y)
+            if history:
+                val_acc = history[-1]["val_accuracy"]
+            else:
+                _, val_acc = evaluate(model, test_x, test_y)
+        if results:
+            save_file_atomic(os.path.join(results, "model.pt"),
+                             lambda p: torch.save(model.state_dict(), p))
+            summary = {"model": MODEL_NAME, "world_size": world,
+                       "global_batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+                       "epochs": history, "test_accuracy": val_acc}
+
+            def write_json(p):
+                with open(p, "w") as f:
+                    json.dump(summary, f, indent=2)
+
+            save_file_atomic(os.path.join(results, "metrics.json"), write_json)
+            print(f"results written to {results}", flush=True)
         print(f"test_accuracy={val_acc:.4f}", flush=True)
     if distributed:
         dist.barrier()

@@ -31,7 +31,16 @@ struct Command {
 
 // `cohort launch -n N [--master-addr A] [--master-port P] -- PROGRAM ARGS...`
 Command AddLaunchCommand(CLI::App& root);
+// `cohort storage cp|ls|rm|cat ...` (storage_command.cc)
+Command AddStorageCommand(CLI::App& root);
 // `cohort version`
 Command AddVersionCommand(CLI::App& root);
+// `cohort job submit|logs|status|stop|list|delete|metrics ...`
+Command AddJobCommand(CLI::App& root);
+// `cohort status`
+Command AddStatusCommand(CLI::App& root);
+Command AddStartCommand(CLI::App& root);
+Command AddStopCommand(CLI::App& root);
+Command AddRunCommand(CLI::App& root);
 
 }  // namespace cohort::cli

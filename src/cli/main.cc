@@ -24,7 +24,13 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   std::vector<Command> commands = {
       cohort::cli::AddLaunchCommand(app),
+      cohort::cli::AddStorageCommand(app),
       cohort::cli::AddVersionCommand(app),
+      cohort::cli::AddJobCommand(app),
+      cohort::cli::AddStatusCommand(app),
+      cohort::cli::AddStartCommand(app),
+      cohort::cli::AddStopCommand(app),
+      cohort::cli::AddRunCommand(app),
   };
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants argv[1:] reversed

@@ -44,6 +44,9 @@ const char* LevelName(Level level) {
 }  // namespace
 
 bool Enabled(Level level) { return level >= Threshold(); }
+void SetDefaultLevel(Level level) {
+  if (std::getenv("COHORT_LOG_LEVEL") == nullptr) Threshold() = level;
+}
 void SetPrefix(std::string prefix) { Prefix() = std::move(prefix); }
 
 Message::Message(Level level, const char* file, int line) : level_(level) {

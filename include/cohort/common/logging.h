@@ -14,6 +14,8 @@ namespace cohort::log {
 enum class Level { DEBUG = 0, INFO = 1, WARN = 2, ERROR = 3, FATAL = 4 };
 
 bool Enabled(Level level);
+// Changes the threshold unless COHORT_LOG_LEVEL is set (the user's choice wins).
+void SetDefaultLevel(Level level);
 // Appears after file:line in every message, e.g. "rank=1". Set before threads start.
 void SetPrefix(std::string prefix);
 

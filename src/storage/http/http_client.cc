@@ -20,6 +20,7 @@ struct Transfer {
   const Request* request;
   Response* response;
   bool aborted_by_callback = false;
+  bool headers_reported = false;
 };
 
 size_t OnHeader(char* data, size_t size, size_t n, void* user) {
@@ -107,6 +108,7 @@ Result<Response> Perform(const Request& request) {
   curl_easy_setopt(curl, CURLOPT_URL, request.url.c_str());
   curl_easy_setopt(curl, CURLOPT_HTTPHEADER, headers);
   curl_easy_setopt(curl, CURLOPT_NOSIGNAL, 1L);
+  if (request.no_proxy) curl_easy_setopt(curl, CURLOPT_NOPROXY, "*");
   curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT_MS, static_cast<long>(request.connect_timeout.count()));
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);
   curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME,
@@ -122,6 +124,15 @@ Result<Response> Perform(const Request& request) {
     if (line.rfind("HTTP/", 0) == 0) {
       auto sp = line.find(' ');
       if (sp != std::string_view::npos) t->response->status = std::strtol(line.data() + sp + 1, nullptr, 10);
+    }
+    // The blank line ends a header block; the final (non-1xx) one goes to on_response_headers.
+    if ((line == "\r\n" || line == "\n") && t->response->status >= 200 && t->request->on_response_headers &&
+        !t->headers_reported) {
+      t->headers_reported = true;
+      if (!t->request->on_response_headers(*t->response)) {
+        t->aborted_by_callback = true;
+        return 0;
+      }
     }
     return r;
   });

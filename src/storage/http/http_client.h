@@ -16,6 +16,14 @@
 
 namespace cohort::storage::http {
 
+struct Response {
+  long status = 0;
+  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
+  std::string body;
+  // First value of a header (name in lower case), or "".
+  std::string Header(std::string_view name) const;
+};
+
 struct Request {
   std::string method = "GET";
   std::string url;
@@ -29,17 +37,17 @@ struct Request {
   // 2xx response (error bodies are always collected into Response::body).
   // Return false to abort the transfer.
   std::function<bool(const char* data, size_t n)> on_body;
+  // Called once the final response's status line and headers are in (after
+  // any 1xx), before any body byte reaches on_body; return false to abort
+  // the transfer (Perform then returns Cancelled). Lets a streaming reader
+  // check e.g. 200 vs 206 before it writes anything.
+  std::function<bool(const Response& head)> on_response_headers;
+  // Connect directly, ignoring http_proxy/https_proxy/all_proxy (the GCE
+  // metadata server must never be reached through a proxy).
+  bool no_proxy = false;
   std::chrono::milliseconds connect_timeout{10000};
   // Abort if fewer than 1 byte/s moves for this long (a stalled connection).
   std::chrono::milliseconds stall_timeout{60000};
-};
-
-struct Response {
-  long status = 0;
-  std::vector<std::pair<std::string, std::string>> headers;  // names lower-cased
-  std::string body;
-  // First value of a header (name in lower case), or "".
-  std::string Header(std::string_view name) const;
 };
 
 Result<Response> Perform(const Request& request);

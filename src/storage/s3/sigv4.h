@@ -43,9 +43,10 @@ std::string UriEncode(std::string_view s, bool encode_slash);
 // Encodes each '/'-separated segment of a raw path ("/bucket/a b/c" ->
 // "/bucket/a%20b/c"). S3 encodes once (no double encoding); "" -> "/".
 std::string EncodePath(std::string_view raw_path);
-// Reverse of percent-encoding (for keys in ListObjectsV2 with
-// encoding-type=url). '+' is left as is. False on a malformed escape.
-bool UriDecode(std::string_view s, std::string* out);
+// Reverse of percent-encoding. With plus_is_space, '+' decodes to ' ' (keys
+// in ListObjectsV2 replies with encoding-type=url: AWS writes a space as '+'
+// and a literal '+' as %2B). False on a malformed escape.
+bool UriDecode(std::string_view s, bool plus_is_space, std::string* out);
 
 // "20130524T000000Z" and "20130524" (UTC).
 std::string AmzDate(std::chrono::system_clock::time_point t);

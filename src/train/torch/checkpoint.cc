@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cohort/train/checkpoint_dir.h"
+#include "cohort/train/remote_checkpoint.h"
 #include "cohort/train/torch.h"
 
 namespace cohort::train {
@@ -24,6 +25,30 @@ Status SaveModelTo(const std::string& path, torch::nn::Module& module) {
   return Status::Ok();
 }
 
+// A private local directory for staging uploads and downloads; removed on scope exit.
+class ScratchDir {
+ public:
+  ScratchDir() {
+    std::string tmpl = (fs::temp_directory_path() / "cohort-ckpt-XXXXXX").string();
+    if (mkdtemp(tmpl.data()) != nullptr) path_ = tmpl;
+  }
+  ~ScratchDir() {
+    std::error_code ec;
+    if (!path_.empty()) fs::remove_all(path_, ec);
+  }
+  bool ok() const { return !path_.empty(); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+Status SaveCheckpointLocal(const std::string& root, const CheckpointState& state,
+                           torch::nn::Module& module, torch::optim::Optimizer& optimizer);
+Result<std::optional<CheckpointState>> LoadCheckpointFrom(const CheckpointInfo& info,
+                                                          torch::nn::Module& module,
+                                                          torch::optim::Optimizer& optimizer);
+
 }  // namespace
 
 Status LoadModel(const std::string& path, torch::nn::Module& module) {
@@ -39,6 +64,34 @@ Status LoadModel(const std::string& path, torch::nn::Module& module) {
 
 Status SaveCheckpoint(const std::string& root, const CheckpointState& state,
                       torch::nn::Module& module, torch::optim::Optimizer& optimizer) {
+  if (!IsStorageUri(root)) return SaveCheckpointLocal(root, state, module, optimizer);
+  // Object storage: build the checkpoint locally, then upload it (manifest last).
+  ScratchDir scratch;
+  if (!scratch.ok()) return Status::IoError("cannot create a staging directory for " + root);
+  COHORT_RETURN_IF_ERROR(SaveCheckpointLocal(scratch.path(), state, module, optimizer));
+  return UploadCheckpoint(scratch.path() + "/" + CheckpointDirName(state.epoch), root, state.epoch);
+}
+
+Result<std::optional<CheckpointState>> LoadLatestCheckpoint(const std::string& root,
+                                                            torch::nn::Module& module,
+                                                            torch::optim::Optimizer& optimizer) {
+  if (!IsStorageUri(root)) {
+    COHORT_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> info, FindLatestCheckpoint(root));
+    if (!info) return std::optional<CheckpointState>();
+    return LoadCheckpointFrom(*info, module, optimizer);
+  }
+  ScratchDir scratch;
+  if (!scratch.ok()) return Status::IoError("cannot create a download directory for " + root);
+  COHORT_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> info,
+                          FindLatestRemoteCheckpoint(root, scratch.path()));
+  if (!info) return std::optional<CheckpointState>();
+  return LoadCheckpointFrom(*info, module, optimizer);
+}
+
+namespace {
+
+Status SaveCheckpointLocal(const std::string& root, const CheckpointState& state,
+                           torch::nn::Module& module, torch::optim::Optimizer& optimizer) {
   nlohmann::json extra = nlohmann::json::object();
   if (!state.extra_json.empty()) {
     extra = nlohmann::json::parse(state.extra_json, nullptr, false);
@@ -60,11 +113,10 @@ Status SaveCheckpoint(const std::string& root, const CheckpointState& state,
   return CommitCheckpoint(root, tmp_dir, state.epoch, doc.dump());
 }
 
-Result<std::optional<CheckpointState>> LoadLatestCheckpoint(const std::string& root,
-                                                            torch::nn::Module& module,
-                                                            torch::optim::Optimizer& optimizer) {
-  COHORT_ASSIGN_OR_RETURN(std::optional<CheckpointInfo> info, FindLatestCheckpoint(root));
-  if (!info) return std::optional<CheckpointState>();
+Result<std::optional<CheckpointState>> LoadCheckpointFrom(const CheckpointInfo& info_ref,
+                                                          torch::nn::Module& module,
+                                                          torch::optim::Optimizer& optimizer) {
+  const CheckpointInfo* info = &info_ref;
   auto doc = nlohmann::json::parse(info->state_json, nullptr, false);
   if (doc.is_discarded() || !doc.is_object() || !doc.contains("epoch"))
     return Status::InvalidArgument("checkpoint " + info->path + " has an unreadable state.json");
@@ -83,7 +135,15 @@ Result<std::optional<CheckpointState>> LoadLatestCheckpoint(const std::string& r
   return std::optional<CheckpointState>(state);
 }
 
+}  // namespace
+
 Status SaveResults(const std::string& dir, torch::nn::Module& module, const std::string& metrics_json) {
+  if (IsStorageUri(dir)) {
+    ScratchDir scratch;
+    if (!scratch.ok()) return Status::IoError("cannot create a staging directory for " + dir);
+    COHORT_RETURN_IF_ERROR(SaveResults(scratch.path(), module, metrics_json));
+    return UploadDirectory(scratch.path(), dir, "metrics.json");
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) return Status::IoError("cannot create results directory " + dir + ": " + ec.message());

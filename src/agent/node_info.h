@@ -1,0 +1,33 @@
+// What the agent tells the head about its machine: detected resources (the
+// public DetectResources/DetectGpuDevices in cohort/agent/agent.h), the
+// hostname, and the local IP address that routes to the head.
+//
+// Stateless; thread-safe.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "cohort/agent/agent.h"
+#include "cohort/common/status.h"
+
+namespace cohort::agent {
+
+// `given` with "CPU", "GPU" and "memory" filled in from DetectResources()
+// where absent. InvalidArgument for a negative or non-finite amount.
+Result<Resources> CompleteResources(const Resources& given);
+
+// The local IP address of the route to `head_address` ("host:port",
+// "[v6]:port"), found by connecting a UDP socket (no packet is sent);
+// NotFound when the host does not resolve or no route exists.
+Result<std::string> LocalAddressToward(const std::string& head_address);
+
+std::string Hostname();
+
+// The device names for GPU indices `gpu_ids` (StartWorker.gpu_ids), joined
+// with ',' for CUDA_VISIBLE_DEVICES: the agent's own devices when it has a
+// name for that index, else the index itself.
+std::string CudaVisibleDevicesFor(const std::vector<int>& gpu_ids,
+                                  const std::vector<std::string>& devices);
+
+}  // namespace cohort::agent

@@ -1,0 +1,67 @@
+// Outbox: the agent's queue of messages for the head, kept across
+// reconnections.
+//
+// The supervisor and the preparation thread Push() (worker started/exited,
+// logs, metrics); the session's writer thread takes them from the front,
+// writes them to the head stream, and puts one back at the front if the write
+// failed, so a message queued while the head is unreachable is sent after the
+// next registration. Bounded: when the droppable messages (LogChunk,
+// MetricReport) exceed max_bytes, the oldest of them are dropped and counted;
+// WorkerStarted/WorkerExited are never dropped (they are small and few).
+//
+// Thread-safe (one mutex). Invariant: droppable_bytes_ == sum of the sizes of
+// the droppable entries in queue_.
+#pragma once
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <mutex>
+#include <optional>
+
+#include "cohort.pb.h"
+#include "cohort/common/deadline.h"
+
+namespace cohort::agent {
+
+class Outbox {
+ public:
+  explicit Outbox(size_t max_bytes) : max_bytes_(max_bytes) {}
+
+  void Push(rpc::AgentMessage msg);
+  // Puts back a message the writer took but could not send.
+  void PushFront(rpc::AgentMessage msg);
+
+  // Waits until a message is queued, `deadline` passes, or Interrupt() was
+  // called after the last Take(); nullopt unless a message was taken.
+  std::optional<rpc::AgentMessage> Take(Deadline deadline);
+  // Wakes a Take() in progress (and makes the next one return at once).
+  void Interrupt();
+
+  // Waits until the queue is empty or `deadline` passes; true when empty.
+  bool WaitEmpty(Deadline deadline);
+
+  size_t size() const;
+  // Droppable messages dropped for lack of room so far.
+  uint64_t dropped() const;
+
+ private:
+  struct Entry {
+    rpc::AgentMessage msg;
+    size_t bytes = 0;
+    bool droppable = false;
+  };
+  static Entry MakeEntry(rpc::AgentMessage msg);
+  void TrimLocked();
+
+  const size_t max_bytes_;
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<Entry> queue_;     // GUARDED_BY(mu_)
+  size_t droppable_bytes_ = 0;  // GUARDED_BY(mu_)
+  uint64_t dropped_ = 0;        // GUARDED_BY(mu_)
+  bool interrupted_ = false;    // GUARDED_BY(mu_)
+};
+
+}  // namespace cohort::agent

@@ -1,0 +1,592 @@
+// JobClient and the job-following loop; see cli/job_client.h.
+#include "cli/job_client.h"
+
+#include <pwd.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <ctime>
+#include <fstream>
+#include <sstream>
+#include <thread>
+
+#include "cli/package.h"
+#include "http/http_client.h"
+
+namespace cohort::cli {
+namespace http = cohort::storage::http;
+namespace {
+
+std::string Trim(std::string s) {
+  auto not_space = [](unsigned char c) { return !std::isspace(c); };
+  s.erase(s.begin(), std::find_if(s.begin(), s.end(), not_space));
+  s.erase(std::find_if(s.rbegin(), s.rend(), not_space).base(), s.end());
+  return s;
+}
+
+std::string Getenv(const char* name) {
+  const char* v = std::getenv(name);
+  return v ? std::string(v) : std::string();
+}
+
+std::string HomeDir() {
+  std::string home = Getenv("HOME");
+  if (!home.empty()) return home;
+  if (struct passwd* pw = ::getpwuid(::getuid()); pw != nullptr && pw->pw_dir != nullptr) {
+    return pw->pw_dir;
+  }
+  return ".";
+}
+
+double UnixNow() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
+
+// A JSON number for a resource amount: an integer when it is one.
+Json Amount(double v) {
+  if (v == std::floor(v) && std::fabs(v) < 9e15) return static_cast<int64_t>(v);
+  return v;
+}
+
+std::string StringField(const Json& j, const char* key) {
+  if (!j.is_object()) return "";
+  auto it = j.find(key);
+  return it != j.end() && it->is_string() ? it->get<std::string>() : std::string();
+}
+
+Result<Json> ParseObject(const std::string& text, const std::string& what) {
+  Json j = Json::parse(text, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded() || !j.is_object()) {
+    return Status::InvalidArgument(what + " must be a JSON object, got: " + text.substr(0, 200));
+  }
+  return j;
+}
+
+// Sleeps `d` in short slices; false if interrupted meanwhile.
+bool SleepUnlessInterrupted(std::chrono::milliseconds d, const std::function<bool()>& interrupted) {
+  const auto until = std::chrono::steady_clock::now() + d;
+  while (std::chrono::steady_clock::now() < until) {
+    if (interrupted && interrupted()) return false;
+    auto left = until - std::chrono::steady_clock::now();
+    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
+        left, std::chrono::milliseconds(50)));
+  }
+  return !(interrupted && interrupted());
+}
+
+}  // namespace
+
+Connection ResolveConnection(const std::string& address_flag, const std::string& token_flag,
+                             const std::string& state_dir_flag) {
+  Connection c;
+  c.address = Trim(!address_flag.empty() ? address_flag : Getenv("COHORT_ADDRESS"));
+  if (c.address.empty()) c.address = kDefaultAddress;
+  if (c.address.find("://") == std::string::npos) c.address = "http://" + c.address;
+  while (!c.address.empty() && c.address.back() == '/') c.address.pop_back();
+
+  c.state_dir = !state_dir_flag.empty() ? state_dir_flag : Getenv("COHORT_STATE_DIR");
+  if (c.state_dir.empty()) c.state_dir = HomeDir() + "/.cohort";
+
+  c.token = Trim(!token_flag.empty() ? token_flag : Getenv("COHORT_TOKEN"));
+  if (c.token.empty()) {
+    std::ifstream in(c.state_dir + "/token");
+    if (in) {
+      std::stringstream ss;
+      ss << in.rdbuf();
+      c.token = Trim(ss.str());
+    }
+  }
+  return c;
+}
+
+// --- JobClient -----------------------------------------------------------------
+
+Result<JobClient::Reply> JobClient::Call(const std::string& method, const std::string& path,
+                                         const std::string& body,
+                                         const std::string& content_type) {
+  http::Request req;
+  req.method = method;
+  req.url = conn_.address + path;
+  if (!conn_.token.empty()) req.headers.emplace_back("Authorization", "Bearer " + conn_.token);
+  if (!content_type.empty()) req.headers.emplace_back("Content-Type", content_type);
+  req.body = body;
+  req.connect_timeout = std::chrono::milliseconds(5000);
+  req.stall_timeout = std::chrono::milliseconds(60000);
+  Result<http::Response> resp = http::Perform(req);
+  if (!resp.ok()) {
+    const std::string& detail = resp.status().message();
+    const bool unreachable = detail.find("connect") != std::string::npos ||
+                             detail.find("resolve") != std::string::npos;
+    if (unreachable) {
+      return Status::Unavailable("cannot reach the cohort head at " + conn_.address +
+                                 ": is it running? (cohort start --head)");
+    }
+    return Status::Unavailable("request to the cohort head at " + conn_.address +
+                               " failed: " + detail);
+  }
+  return Reply{resp->status, std::move(resp->body)};
+}
+
+Status JobClient::HttpError(const std::string& method, const std::string& path,
+                            const Reply& reply) const {
+  if (reply.status == 401 || reply.status == 403) {
+    return Status::FailedPrecondition(
+        "the head refused the token: pass --token or set COHORT_TOKEN (the head's token is in " +
+        conn_.state_dir + "/token)");
+  }
+  std::string text = Trim(reply.body);
+  if (text.size() > 4000) text = text.substr(0, 4000) + "...";
+  if (text.empty()) text = method + " " + path + " failed";
+  text += " (HTTP " + std::to_string(reply.status) + ")";
+  switch (reply.status) {
+    case 404:
+      return Status::NotFound(text);
+    case 409:
+      return Status::AlreadyExists(text);
+    case 400:
+    case 413:
+    case 422:
+      return Status::InvalidArgument(text);
+    default:
+      return reply.status >= 500 ? Status::Unavailable(text) : Status::Internal(text);
+  }
+}
+
+Result<Json> JobClient::CallJson(const std::string& method, const std::string& path,
+                                 const std::string& body) {
+  COHORT_ASSIGN_OR_RETURN(Reply reply,
+                          Call(method, path, body, body.empty() ? "" : "application/json"));
+  if (reply.status != 200) return HttpError(method, path, reply);
+  Json j = Json::parse(reply.body, nullptr, /*allow_exceptions=*/false);
+  if (j.is_discarded()) {
+    return Status::Internal("unexpected answer from the head to " + method + " " + path +
+                            " (not JSON): " + reply.body.substr(0, 200));
+  }
+  return j;
+}
+
+Result<std::string> JobClient::Submit(const Json& request) {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("POST", "/api/jobs/", request.dump()));
+  std::string id = StringField(j, "submission_id");
+  if (id.empty()) id = StringField(j, "job_id");
+  if (id.empty()) {
+    return Status::Internal("the head accepted the job but returned no submission_id: " +
+                            j.dump().substr(0, 200));
+  }
+  return id;
+}
+
+Result<Json> JobClient::Get(const std::string& id) {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id)));
+  if (!j.is_object()) return Status::Internal("unexpected job details from the head: " + j.dump().substr(0, 200));
+  return j;
+}
+
+Result<Json> JobClient::List() {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/"));
+  if (!j.is_array()) return Status::Internal("unexpected job list from the head: " + j.dump().substr(0, 200));
+  return j;
+}
+
+Result<bool> JobClient::Stop(const std::string& id) {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("POST", "/api/jobs/" + http::UrlEncode(id) + "/stop"));
+  auto it = j.is_object() ? j.find("stopped") : j.end();
+  return it != j.end() && it->is_boolean() && it->get<bool>();
+}
+
+Status JobClient::Delete(const std::string& id) {
+  return CallJson("DELETE", "/api/jobs/" + http::UrlEncode(id)).status();
+}
+
+Result<std::string> JobClient::Logs(const std::string& id) {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id) + "/logs"));
+  auto it = j.is_object() ? j.find("logs") : j.end();
+  if (it == j.end() || !(it->is_string() || it->is_null())) {
+    return Status::Internal("unexpected logs answer from the head: " + j.dump().substr(0, 200));
+  }
+  return it->is_string() ? it->get<std::string>() : std::string();
+}
+
+Result<MetricsPage> JobClient::Metrics(const std::string& id, int64_t since) {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id) +
+                                                      "/metrics?since=" + std::to_string(since)));
+  MetricsPage page;
+  page.next = since;
+  if (!j.is_object()) return Status::Internal("unexpected metrics answer from the head");
+  if (auto it = j.find("metrics"); it != j.end() && it->is_array()) {
+    for (auto& m : *it) page.metrics.push_back(m);
+  }
+  if (auto it = j.find("next"); it != j.end() && it->is_number_integer()) {
+    page.next = it->get<int64_t>();
+  } else {
+    page.next = since + static_cast<int64_t>(page.metrics.size());
+  }
+  return page;
+}
+
+Result<Json> JobClient::ClusterStatus() {
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/cluster/status"));
+  if (!j.is_object()) return Status::Internal("unexpected cluster status from the head");
+  return j;
+}
+
+Result<Json> JobClient::Version() { return CallJson("GET", "/api/version"); }
+
+Result<std::string> JobClient::UploadPackage(
+    const std::string& path, const std::function<void(const std::string&)>& progress) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) {
+    return Status::InvalidArgument("working directory " + path + " does not exist");
+  }
+  std::string name, bytes, what;
+  PackageContents contents;
+  const bool is_dir = S_ISDIR(st.st_mode);
+  if (is_dir) {
+    COHORT_ASSIGN_OR_RETURN(contents, ScanDirectory(path));
+    name = contents.name;
+  } else if (S_ISREG(st.st_mode) && path.size() > 4 && path.substr(path.size() - 4) == ".zip") {
+    std::ifstream in(path, std::ios::binary);
+    std::stringstream ss;
+    ss << in.rdbuf();
+    if (!in) return Status::IoError("cannot read " + path);
+    bytes = ss.str();
+    name = "_ray_pkg_" + Sha1Hex(bytes) + ".zip";
+  } else {
+    return Status::InvalidArgument("working directory " + path +
+                                   " must be a directory or a .zip file");
+  }
+  const std::string route = "/api/packages/gcs/" + name;
+  COHORT_ASSIGN_OR_RETURN(Reply check, Call("GET", route));
+  if (check.status == 200) {
+    if (progress) progress("Using " + path + ", already on the head as gcs://" + name);
+    return "gcs://" + name;
+  }
+  if (check.status != 404) return HttpError("GET", route, check);
+  if (is_dir) {
+    COHORT_ASSIGN_OR_RETURN(bytes, ZipPackage(contents));
+  }
+  COHORT_ASSIGN_OR_RETURN(Reply put, Call("PUT", route, bytes));
+  if (put.status != 200) return HttpError("PUT", route, put);
+  if (progress) {
+    char size[32];
+    std::snprintf(size, sizeof(size), "%.1f KiB", static_cast<double>(bytes.size()) / 1024.0);
+    std::string files = is_dir ? std::to_string(contents.entries.size()) + " entries, " : "";
+    progress("Uploaded " + path + " (" + files + size + ") as gcs://" + name);
+  }
+  return "gcs://" + name;
+}
+
+// --- submit request -------------------------------------------------------------
+
+std::string ShellJoin(const std::vector<std::string>& words) {
+  auto safe = [](unsigned char c) {
+    return std::isalnum(c) || std::strchr("_@%+=:,./-", c) != nullptr;
+  };
+  std::string out;
+  for (const std::string& w : words) {
+    if (!out.empty()) out += ' ';
+    if (!w.empty() && std::all_of(w.begin(), w.end(), [&](char c) {
+          return c != '\0' && safe(static_cast<unsigned char>(c));
+        })) {
+      out += w;
+      continue;
+    }
+    out += '\'';
+    for (char c : w) {
+      if (c == '\'') {
+        out += "'\"'\"'";
+      } else {
+        out += c;
+      }
+    }
+    out += '\'';
+  }
+  return out;
+}
+
+Result<Json> BuildSubmitRequest(const SubmitOptions& o) {
+  if (o.entrypoint.empty() || o.entrypoint[0].empty()) {
+    return Status::InvalidArgument(
+        "no entrypoint given\nusage: cohort job submit [options] -- COMMAND ARGS...");
+  }
+  Json runtime_env = Json::object();
+  if (!o.runtime_env_json.empty()) {
+    COHORT_ASSIGN_OR_RETURN(runtime_env, ParseObject(o.runtime_env_json, "--runtime-env-json"));
+  }
+  if (!o.working_dir.empty()) runtime_env["working_dir"] = o.working_dir;
+  if (auto it = runtime_env.find("working_dir");
+      it != runtime_env.end() && !(it->is_string() || it->is_null())) {
+    return Status::InvalidArgument("runtime_env.working_dir must be a string");
+  }
+  for (const std::string& kv : o.env) {
+    const size_t eq = kv.find('=');
+    if (eq == std::string::npos || eq == 0) {
+      return Status::InvalidArgument("--env wants KEY=VALUE, got \"" + kv + "\"");
+    }
+    if (!runtime_env.contains("env_vars")) runtime_env["env_vars"] = Json::object();
+    if (!runtime_env["env_vars"].is_object()) {
+      return Status::InvalidArgument("runtime_env.env_vars must be an object");
+    }
+    runtime_env["env_vars"][kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+
+  Json metadata = Json::object();
+  if (!o.metadata_json.empty()) {
+    COHORT_ASSIGN_OR_RETURN(metadata, ParseObject(o.metadata_json, "--metadata-json"));
+    for (auto& [k, v] : metadata.items()) {
+      if (!v.is_string()) {
+        return Status::InvalidArgument("--metadata-json values must be strings (key \"" + k +
+                                       "\")");
+      }
+    }
+  }
+
+  Json body = Json::object();
+  body["entrypoint"] = ShellJoin(o.entrypoint);
+  if (!o.submission_id.empty()) body["submission_id"] = o.submission_id;
+  body["runtime_env"] = std::move(runtime_env);
+  body["metadata"] = std::move(metadata);
+
+  if (o.workers) {
+    if (*o.workers < 1) {
+      return Status::InvalidArgument("--workers must be at least 1, got " +
+                                     std::to_string(*o.workers));
+    }
+    const double cpus = o.cpus_per_worker.value_or(1.0);
+    const double gpus = o.gpus_per_worker.value_or(0.0);
+    if (cpus < 0 || gpus < 0) {
+      return Status::InvalidArgument("--cpus-per-worker and --gpus-per-worker must be >= 0");
+    }
+    Json resources = Json::object();
+    resources["CPU"] = Amount(cpus);
+    if (gpus > 0) resources["GPU"] = Amount(gpus);
+    Json scaling = Json::object();
+    scaling["num_workers"] = *o.workers;
+    scaling["resources_per_worker"] = std::move(resources);
+    if (!o.placement_strategy.empty()) {
+      std::string s = o.placement_strategy;
+      std::transform(s.begin(), s.end(), s.begin(), [](unsigned char c) { return std::toupper(c); });
+      if (s != "PACK" && s != "SPREAD") {
+        return Status::InvalidArgument("--placement-strategy must be PACK or SPREAD, got " +
+                                       o.placement_strategy);
+      }
+      scaling["placement_strategy"] = s;
+    }
+    body["scaling"] = std::move(scaling);
+  } else if (o.cpus_per_worker || o.gpus_per_worker || !o.placement_strategy.empty()) {
+    return Status::InvalidArgument(
+        "--cpus-per-worker, --gpus-per-worker and --placement-strategy need --workers N "
+        "(for a single process use --entrypoint-num-cpus / --entrypoint-num-gpus)");
+  }
+  if (o.max_failures) {
+    if (*o.max_failures < -1) {
+      return Status::InvalidArgument("--max-failures must be >= 0, or -1 for unlimited");
+    }
+    body["failure"] = Json{{"max_failures", *o.max_failures}};
+  }
+  if (!o.results_uri.empty()) body["results_uri"] = o.results_uri;
+  if (o.entrypoint_num_cpus) body["entrypoint_num_cpus"] = Amount(*o.entrypoint_num_cpus);
+  if (o.entrypoint_num_gpus) body["entrypoint_num_gpus"] = Amount(*o.entrypoint_num_gpus);
+  if (o.entrypoint_memory) body["entrypoint_memory"] = *o.entrypoint_memory;
+  return body;
+}
+
+std::string LocalWorkingDir(const Json& request) {
+  auto env = request.find("runtime_env");
+  if (env == request.end() || !env->is_object()) return "";
+  std::string wd = StringField(*env, "working_dir");
+  if (wd.empty() || wd.find("://") != std::string::npos) return "";
+  return wd;
+}
+
+bool IsTerminalStatus(const std::string& status) {
+  return status == "STOPPED" || status == "SUCCEEDED" || status == "FAILED";
+}
+
+std::string FinalStatusLine(const std::string& id, const std::string& status,
+                            const std::string& message) {
+  // The job's own message, first line only, without Ray's log excerpt (the
+  // log has been shown already).
+  std::string msg = message.substr(0, message.find('\n'));
+  if (size_t cut = msg.find(", last available logs"); cut != std::string::npos) msg.resize(cut);
+  if (size_t cut = msg.find(". No logs available"); cut != std::string::npos) msg.resize(cut);
+  msg = Trim(msg);
+  if (status == "SUCCEEDED") return "Job " + id + " succeeded";
+  if (status == "FAILED") return "Job " + id + " failed" + (msg.empty() ? "" : ": " + msg);
+  if (status == "STOPPED") return "Job " + id + " was stopped" + (msg.empty() ? "" : ": " + msg);
+  return "Job " + id + " ended with status " + status + (msg.empty() ? "" : ": " + msg);
+}
+
+// --- following -------------------------------------------------------------------
+
+Result<FollowResult> FollowJob(JobClient& client, const std::string& id, ProgressPrinter& printer,
+                               const FollowOptions& options) {
+  FollowResult result;
+  size_t log_offset = 0;
+  int64_t since = 0;
+  bool metrics_supported = options.show_progress;
+  ProgressTracker tracker;
+  std::string last_status, last_pending;
+  int64_t last_attempt = -1;
+  bool unreachable = false;  // since unreachable_since
+  std::chrono::steady_clock::time_point unreachable_since{};
+  bool said_unreachable = false;
+
+  // Transport trouble (the head restarting) is retried for a while.
+  auto retryable = [&](const Status& s) -> bool {
+    if (s.code() != StatusCode::kUnavailable) return false;
+    const auto now = std::chrono::steady_clock::now();
+    if (!unreachable) {
+      unreachable = true;
+      unreachable_since = now;
+    }
+    if (now - unreachable_since > options.unreachable_timeout) return false;
+    if (!said_unreachable) {
+      printer.Note("(" + s.message() + "; retrying)");
+      said_unreachable = true;
+    }
+    return true;
+  };
+
+  while (true) {
+    if (options.interrupted && options.interrupted()) {
+      printer.Finish();
+      result.interrupted = true;
+      return result;
+    }
+    Result<Json> details = client.Get(id);
+    if (!details.ok()) {
+      if (!retryable(details.status())) {
+        printer.Finish();
+        return details.status();
+      }
+      SleepUnlessInterrupted(options.poll_interval, options.interrupted);
+      continue;
+    }
+    if (said_unreachable) printer.Note("(reconnected to the head)");
+    unreachable = false;
+    said_unreachable = false;
+    result.details = *details;
+    const std::string status = StringField(*details, "status");
+    const std::string message = StringField(*details, "message");
+
+    if (auto it = details->find("attempt"); it != details->end() && it->is_number_integer()) {
+      const int64_t attempt = it->get<int64_t>();
+      if (last_attempt >= 0 && attempt > last_attempt) {
+        printer.Note("--- attempt " + std::to_string(attempt + 1) +
+                     ": the job is restarting after a failure ---");
+      }
+      last_attempt = attempt;
+    }
+    if (status == "PENDING") {
+      std::string reason = StringField(*details, "pending_reason");
+      if (reason.empty()) reason = message;
+      if (status != last_status || reason != last_pending) {
+        printer.Note("Job " + id + " is pending" + (reason.empty() ? "" : ": " + reason));
+      }
+      last_pending = reason;
+    } else if (status == "RUNNING" && last_status != "RUNNING" && !tracker.has_progress()) {
+      tracker.SetStartTime(UnixNow());
+    }
+    last_status = status;
+
+    Result<std::string> logs = client.Logs(id);
+    if (logs.ok()) {
+      if (logs->size() < log_offset) log_offset = 0;  // a new log (e.g. a restarted attempt)
+      printer.Log(std::string_view(*logs).substr(log_offset));
+      log_offset = logs->size();
+    } else if (logs.status().code() != StatusCode::kUnavailable) {
+      printer.Finish();
+      return logs.status();
+    }
+
+    if (metrics_supported) {
+      Result<MetricsPage> page = client.Metrics(id, since);
+      if (page.ok()) {
+        for (const Json& m : page->metrics) tracker.Add(m);
+        since = page->next;
+      } else if (page.status().code() == StatusCode::kNotFound) {
+        metrics_supported = false;  // a head without the metrics route
+      }
+      printer.Update(tracker, UnixNow());
+    }
+
+    if (IsTerminalStatus(status)) {
+      printer.Finish();
+      result.status = status;
+      result.message = message;
+      return result;
+    }
+    SleepUnlessInterrupted(options.poll_interval, options.interrupted);
+  }
+}
+
+// --- text helpers -------------------------------------------------------------
+
+std::string FormatTable(const std::vector<std::vector<std::string>>& rows) {
+  std::vector<size_t> widths;
+  for (const auto& row : rows) {
+    if (widths.size() < row.size()) widths.resize(row.size(), 0);
+    for (size_t i = 0; i < row.size(); ++i) widths[i] = std::max(widths[i], row[i].size());
+  }
+  std::string out;
+  for (const auto& row : rows) {
+    std::string line;
+    for (size_t i = 0; i < row.size(); ++i) {
+      line += row[i];
+      if (i + 1 < row.size()) line.append(widths[i] - row[i].size() + 2, ' ');
+    }
+    while (!line.empty() && line.back() == ' ') line.pop_back();
+    out += line + "\n";
+  }
+  return out;
+}
+
+std::string FormatTimeMs(int64_t unix_ms) {
+  if (unix_ms <= 0) return "-";
+  const time_t t = static_cast<time_t>(unix_ms / 1000);
+  struct tm tm_local;
+  if (::localtime_r(&t, &tm_local) == nullptr) return "-";
+  char buf[32];
+  std::strftime(buf, sizeof(buf), "%Y-%m-%d %H:%M:%S", &tm_local);
+  return buf;
+}
+
+std::string FormatAmount(double v) {
+  char buf[64];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) {
+    std::snprintf(buf, sizeof(buf), "%.0f", v);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.4g", v);
+  }
+  return buf;
+}
+
+std::string FormatBytes(double bytes) {
+  static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
+  int unit = 0;
+  while (std::fabs(bytes) >= 1024 && unit < 5) {
+    bytes /= 1024;
+    ++unit;
+  }
+  char buf[64];
+  if (unit == 0) {
+    std::snprintf(buf, sizeof(buf), "%.0f B", bytes);
+  } else {
+    std::snprintf(buf, sizeof(buf), "%.1f %s", bytes, kUnits[unit]);
+  }
+  return buf;
+}
+
+double NumberField(const Json& j, const char* key, double fallback) {
+  if (!j.is_object()) return fallback;
+  auto it = j.find(key);
+  return it != j.end() && it->is_number() ? it->get<double>() : fallback;
+}
+
+}  // namespace cohort::cli

@@ -1,0 +1,127 @@
+// Pieces of the agent without a head: the outbox bound, resource detection,
+// GPU mapping, the local address toward the head, and the head-side
+// registration checks (src/net/rpc/head_server.h).
+#include <stdlib.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include "net/rpc/head_server.h"
+#include "node_info.h"
+#include "outbox.h"
+
+namespace cohort::agent {
+namespace {
+
+using namespace std::chrono_literals;
+
+rpc::AgentMessage Log(const std::string& data) {
+  rpc::AgentMessage m;
+  m.mutable_log()->set_job_id("j");
+  m.mutable_log()->set_data(data);
+  return m;
+}
+
+rpc::AgentMessage Exited(int rank) {
+  rpc::AgentMessage m;
+  m.mutable_worker_exited()->set_job_id("j");
+  m.mutable_worker_exited()->set_rank(rank);
+  return m;
+}
+
+TEST(OutboxTest, FifoAndPutBack) {
+  Outbox box(1 << 20);
+  box.Push(Log("a"));
+  box.Push(Exited(0));
+  auto first = box.Take(Deadline::After(10ms));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->log().data(), "a");
+  box.PushFront(std::move(*first));
+  EXPECT_EQ(box.Take(Deadline::After(10ms))->log().data(), "a");
+  EXPECT_TRUE(box.Take(Deadline::After(10ms))->has_worker_exited());
+  EXPECT_FALSE(box.Take(Deadline::After(10ms)).has_value());
+}
+
+TEST(OutboxTest, DropsOldestLogsButNeverExits) {
+  Outbox box(3000);
+  box.Push(Exited(0));
+  for (int i = 0; i < 10; ++i) box.Push(Log(std::string(1000, 'a' + i)));
+  box.Push(Exited(1));
+  EXPECT_GT(box.dropped(), 0u);
+  std::vector<rpc::AgentMessage> all;
+  while (auto m = box.Take(Deadline::After(1ms))) all.push_back(std::move(*m));
+  ASSERT_GE(all.size(), 3u);
+  EXPECT_TRUE(all.front().has_worker_exited());
+  EXPECT_TRUE(all.back().has_worker_exited());
+  // The newest logs survived.
+  EXPECT_EQ(all[all.size() - 2].log().data()[0], 'j');
+  size_t log_bytes = 0;
+  for (const auto& m : all) log_bytes += m.has_log() ? m.log().data().size() : 0;
+  EXPECT_LE(log_bytes, 3000u);
+}
+
+TEST(OutboxTest, InterruptWakesATake) {
+  Outbox box(1 << 20);
+  std::thread t([&] {
+    std::this_thread::sleep_for(50ms);
+    box.Interrupt();
+  });
+  auto t0 = std::chrono::steady_clock::now();
+  EXPECT_FALSE(box.Take(Deadline::After(5s)).has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  t.join();
+}
+
+TEST(NodeInfoTest, GpusFromCudaVisibleDevices) {
+  ::setenv("CUDA_VISIBLE_DEVICES", "2, 3,GPU-abc", 1);
+  EXPECT_EQ(DetectGpuDevices(), (std::vector<std::string>{"2", "3", "GPU-abc"}));
+  EXPECT_EQ(DetectResources().at("GPU"), 3);
+  ::setenv("CUDA_VISIBLE_DEVICES", "1,-1,2", 1);
+  EXPECT_EQ(DetectGpuDevices(), (std::vector<std::string>{"1"}));
+  ::setenv("CUDA_VISIBLE_DEVICES", "", 1);
+  EXPECT_TRUE(DetectGpuDevices().empty());
+  ::unsetenv("CUDA_VISIBLE_DEVICES");
+}
+
+TEST(NodeInfoTest, CompleteResourcesFillsOnlyWhatIsMissing) {
+  Result<Resources> r = CompleteResources({{"GPU", 0}, {"custom", 3}});
+  ASSERT_TRUE(r.ok());
+  EXPECT_GE(r->at("CPU"), 1);
+  EXPECT_EQ(r->at("GPU"), 0);
+  EXPECT_GT(r->at("memory"), 1e6);
+  EXPECT_EQ(r->at("custom"), 3);
+  EXPECT_FALSE(CompleteResources({{"CPU", -1}}).ok());
+}
+
+TEST(NodeInfoTest, CudaVisibleDevicesMapsIndices) {
+  EXPECT_EQ(CudaVisibleDevicesFor({0, 1}, {"4", "5"}), "4,5");
+  EXPECT_EQ(CudaVisibleDevicesFor({1}, {"4", "5"}), "5");
+  EXPECT_EQ(CudaVisibleDevicesFor({2, 3}, {}), "2,3");  // no names: the index
+}
+
+TEST(NodeInfoTest, LocalAddressTowardLoopback) {
+  Result<std::string> a = LocalAddressToward("127.0.0.1:8265");
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ(*a, "127.0.0.1");
+  EXPECT_EQ(*LocalAddressToward("localhost:1"), "127.0.0.1");
+  EXPECT_FALSE(LocalAddressToward("no-such-host.invalid:1").ok());
+}
+
+TEST(RegistrationRefusalTest, VersionAndToken) {
+  rpc::Register reg;
+  reg.set_protocol_version(rpc::kProtocolVersion);
+  reg.set_cluster_token("t");
+  EXPECT_EQ(rpc::RegistrationRefusal(reg, "t"), "");
+  EXPECT_EQ(rpc::RegistrationRefusal(reg, ""), "");
+  EXPECT_NE(rpc::RegistrationRefusal(reg, "u"), "");
+  reg.set_protocol_version(3);
+  EXPECT_EQ(rpc::RegistrationRefusal(reg, "t"),
+            "agent protocol version 3 does not match the head's 1; run the same cohort version "
+            "on all nodes");
+}
+
+}  // namespace
+}  // namespace cohort::agent
