@@ -15,13 +15,14 @@ configure: setup
 build: configure
 	@cmake --build $(BUILD_DIR) -j $(JOBS)
 
-# The main job: the seed model (FashionMNIST MLP), 2 ranks on this machine.
-# Per-epoch metrics also go, as JSON lines, to $(BUILD_DIR)/run/metrics.jsonl.
+# The main job: the seed model (FashionMNIST MLP) as a 2-worker job on the
+# embedded cluster (a head and a local agent in one process). Checkpoints,
+# results (model.pt, metrics.json) and the job's reports land in build/run/.
 run: build
-	@mkdir -p $(BUILD_DIR)/run
-	COHORT_REPORT_PATH=$(CURDIR)/$(BUILD_DIR)/run/metrics.jsonl \
-	  $(BUILD_DIR)/bin/cohort launch -n 2 -- $(BUILD_DIR)/bin/fashion_mnist \
-	  --checkpoint-dir $(BUILD_DIR)/run/checkpoints --results-dir $(BUILD_DIR)/run/results
+	@rm -rf $(BUILD_DIR)/run
+	$(BUILD_DIR)/bin/cohort run --workers 2 --max-failures 2 --state-dir $(CURDIR)/$(BUILD_DIR)/run/state -- \
+	  $(CURDIR)/$(BUILD_DIR)/bin/fashion_mnist --resume \
+	  --checkpoint-dir $(CURDIR)/$(BUILD_DIR)/run/checkpoints --results-dir $(CURDIR)/$(BUILD_DIR)/run/results
 
 test: build
 	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600

@@ -14,6 +14,7 @@
 
 #include "cohort/common/logging.h"
 #include "cohort/scheduler/scheduler.h"
+#include "cohort/storage/transfer.h"
 
 namespace cohort::head {
 namespace {
@@ -76,6 +77,22 @@ Status ValidateZip(const std::string& bytes) {
   return st;
 }
 
+// The directory holding cohort.py: <prefix>/python next to bin/ in the
+// build tree (build/bin/cohort -> python/), or <prefix>/share/cohort/python.
+std::string PythonModuleDir() {
+  static const std::string dir = [] {
+    std::error_code ec;
+    fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+    if (ec) return std::string();
+    for (fs::path candidate : {exe.parent_path().parent_path().parent_path() / "python",
+                               exe.parent_path().parent_path() / "share" / "cohort" / "python",
+                               fs::path(COHORT_PYTHON_DIR)})
+      if (fs::exists(candidate / "cohort.py", ec)) return candidate.string();
+    return std::string();
+  }();
+  return dir;
+}
+
 std::string PackageNameOf(const std::string& uri) {
   const std::string prefix = "gcs://";
   return uri.rfind(prefix, 0) == 0 ? uri.substr(prefix.size()) : "";
@@ -129,6 +146,11 @@ Status Cluster::Recover() {
         job.workers.push_back(worker);
       }
       if (job.record.stop_requested) job.stop_deadline = now + options_.reattach_timeout;
+      if (job.record.internal.value("finalizing", false)) {
+        job.finalizing = true;
+        job.reattach_deadline.reset();
+        pending_listings_.push_back(id);
+      }
     }
     job_order_.push_back(id);
     jobs_[id] = std::move(job);
@@ -422,9 +444,20 @@ void Cluster::OnWorkerExited(const rpc::WorkerExited& m) {
   }
   if (all_ok) {
     job->record.driver_exit_code = 0;
+    ports_in_use_.erase(job->record.internal.value("master_port", 0));
+    if (!job->record.spec.results_uri.empty()) {
+      // Succeeded once the results are verified in the bucket (Tick).
+      job->finalizing = true;
+      job->record.internal["finalizing"] = true;
+      pending_listings_.push_back(m.job_id());
+      Status st = jobs::Transition(job->record, JobStatus::kRunning,
+                                   "Job finished; verifying its results in " + job->record.spec.results_uri, NowMs());
+      if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
+      Persist(*job);
+      return;
+    }
     Status st = jobs::Transition(job->record, JobStatus::kSucceeded, "", NowMs());
     if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
-    ports_in_use_.erase(job->record.internal.value("master_port", 0));
     Persist(*job, "SUCCEEDED");
     COHORT_LOG(INFO) << "job=" << m.job_id() << " succeeded";
   } else {
@@ -468,7 +501,7 @@ void Cluster::FailAttempt(Job& job, const std::string& cause, std::optional<int>
   }
   std::string message;
   const bool single = !job.record.spec.scaling || job.record.spec.scaling->num_workers == 1;
-  if (exit_code && single && cause.find("node ") == std::string::npos) {
+  if (exit_code && single) {
     auto tail = logs_->Tail(id, 10);
     message = jobs::FailedEntrypointMessage(*exit_code, tail.ok() ? *tail : "");
   } else {
@@ -636,6 +669,9 @@ void Cluster::StartWorkers(Job& job, const std::vector<std::string>& node_of_ran
     auto& env = *sw->mutable_env();
     for (const auto& [k, v] : env_vars) env[k] = v;
     env["COHORT_JOB_ID"] = id;
+    // `import cohort` works in Python workers (python/cohort.py ships with cohort).
+    if (const std::string py = PythonModuleDir(); !py.empty())
+      env["PYTHONPATH"] = env_vars.count("PYTHONPATH") ? py + ":" + env_vars["PYTHONPATH"] : py;
     env["PYTHONUNBUFFERED"] = "1";
     env["COHORT_CHECKPOINT_DIR"] = job.checkpoint_dir;
     env["COHORT_RESULTS_DIR"] = job.results_dir;
@@ -666,7 +702,65 @@ void Cluster::StartWorkers(Job& job, const std::vector<std::string>& node_of_ran
 // Tick
 
 void Cluster::Tick() {
-  std::lock_guard<std::mutex> lock(mu_);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    TickLocked();
+  }
+  FinishResultListings();
+}
+
+// Lists each finished job's results_uri (outside mu_: it is network I/O),
+// then completes the job: SUCCEEDED with the objects and their CRC32C, or
+// FAILED when the results cannot be read back.
+void Cluster::FinishResultListings() {
+  std::vector<std::pair<std::string, std::string>> todo;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& id : pending_listings_)
+      if (Job* job = FindJob(id)) todo.emplace_back(id, job->record.spec.results_uri);
+    pending_listings_.clear();
+  }
+  for (const auto& [id, uri] : todo) {
+    auto objects = storage::ListAll(uri, /*recursive=*/true);
+    std::lock_guard<std::mutex> lock(mu_);
+    Job* job = FindJob(id);
+    if (job == nullptr || !job->finalizing || job->record.status != JobStatus::kRunning) continue;
+    job->finalizing = false;
+    job->record.internal.erase("finalizing");
+    if (!objects.ok() || objects->empty()) {
+      const std::string why = objects.ok() ? "no objects were written there" : objects.status().ToString();
+      Status st = jobs::Transition(job->record, JobStatus::kFailed,
+                                   "Job failed: its results could not be found in " + uri + ": " + why, NowMs(),
+                                   std::string(jobs::kErrorEntrypointCommandError));
+      if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
+      Persist(*job, "results missing");
+      continue;
+    }
+    json listing = json::array();
+    auto base = storage::ParseUri(uri);
+    for (const auto& o : *objects) {
+      storage::Uri object_uri = base.ok() ? *base : storage::Uri{};
+      object_uri.key = o.key;
+      listing.push_back({{"uri", object_uri.ToString()}, {"size_bytes", o.size_bytes}, {"crc32c", o.crc32c}});
+    }
+    job->record.internal["results"] = listing;
+    Status st = jobs::Transition(job->record, JobStatus::kSucceeded, "", NowMs());
+    if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
+    AppendLog(id, "cohort: " + std::to_string(listing.size()) + " result object(s) in " + uri + "\n");
+    Persist(*job, "SUCCEEDED");
+    COHORT_LOG(INFO) << "job=" << id << " succeeded; results in " << uri;
+  }
+}
+
+nlohmann::json Cluster::Details(const Job& job) const {
+  json d = jobs::JobDetailsJson(job.record);
+  d["results"] = job.record.internal.contains("results") ? job.record.internal["results"] : json();
+  d["checkpoint_dir"] = job.checkpoint_dir;
+  d["results_dir"] = job.results_dir;
+  return d;
+}
+
+void Cluster::TickLocked() {
   const auto now = Clock::now();
   for (auto& [id, node] : nodes_)
     if (node.alive && now - node.last_seen > options_.node_timeout)
@@ -735,13 +829,13 @@ Cluster::Reply Cluster::GetJob(const std::string& id) {
   std::lock_guard<std::mutex> lock(mu_);
   Job* job = FindJob(id);
   if (job == nullptr) return NotFoundJob(id);
-  return JsonReply(200, jobs::JobDetailsJson(job->record));
+  return JsonReply(200, Details(*job));
 }
 
 Cluster::Reply Cluster::ListJobs() {
   std::lock_guard<std::mutex> lock(mu_);
   json out = json::array();
-  for (const auto& id : job_order_) out.push_back(jobs::JobDetailsJson(jobs_[id].record));
+  for (const auto& id : job_order_) out.push_back(Details(jobs_[id]));
   return JsonReply(200, out);
 }
 

@@ -38,6 +38,7 @@ namespace cohort::head {
 
 class Cluster : public rpc::HeadHandler {
  public:
+  using json_t = nlohmann::json;
   using Clock = std::chrono::steady_clock;
 
   Cluster(HeadOptions options, StateStore* state, LogStore* logs);
@@ -73,7 +74,8 @@ class Cluster : public rpc::HeadHandler {
   Result<bool> JobIsTerminal(const std::string& id);
 
   // Periodic work (tick thread): node timeouts, stop deadlines, re-attach
-  // deadlines, placement of pending jobs.
+  // deadlines, placement of pending jobs; then the results listings of
+  // jobs that finished (object-store I/O, done without holding mu_).
   void Tick();
 
  private:
@@ -104,6 +106,9 @@ class Cluster : public rpc::HeadHandler {
     std::optional<Clock::time_point> stop_deadline;   // SIGKILL sent by agents after grace
     std::optional<Clock::time_point> reattach_deadline;
     std::string checkpoint_dir, results_dir;
+    // Every worker succeeded and the results in results_uri are being listed;
+    // the job turns SUCCEEDED (with the listing) or FAILED after that.
+    bool finalizing = false;
   };
 
   // All REQUIRE mu_ held.
@@ -119,6 +124,9 @@ class Cluster : public rpc::HeadHandler {
   void FinishStopped(Job& job);
   void MarkNodeDead(Node& node, const std::string& why);
   void PersistNode(const Node& node);
+  void FinishResultListings();  // REQUIRES: mu_ NOT held
+  void TickLocked();
+  json_t Details(const Job& job) const;
   std::vector<scheduler::NodeSnapshot> Snapshot() const;
   Job* FindJob(const std::string& id);
   std::string PackagePath(const std::string& name) const;
@@ -134,6 +142,7 @@ class Cluster : public rpc::HeadHandler {
   std::map<std::string, Job> jobs_;         // GUARDED_BY(mu_)
   std::vector<std::string> job_order_;      // GUARDED_BY(mu_): submission order
   std::set<int> ports_in_use_;              // GUARDED_BY(mu_)
+  std::vector<std::string> pending_listings_;  // GUARDED_BY(mu_): finalizing job ids
   uint64_t next_node_serial_ = 1;           // GUARDED_BY(mu_)
 };
 

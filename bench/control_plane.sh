@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Control plane: job submission latency, gang placement, submission rate and
+# head memory, against a real head and node agents on this machine.
+#
+#   bench/control_plane.sh
+#   JOBS=200 GANG_REPS=10 THREADS=8 SECONDS_SUSTAINED=3 bench/control_plane.sh
+#
+# Starts `cohort start --head --block` and $AGENTS agents (`cohort start
+# --address ... --block`, --num-cpus 1000 each) on free ports (port 0: the
+# head reports the ports it bound), with state in a temp dir, then:
+#   * head RSS idle: VmRSS of the head once the agents have joined;
+#   * build/bin/control_plane_bench (the driver):
+#       - submit -> RUNNING of $JOBS trivial jobs (entrypoint `true`), one at a
+#         time, GET /api/jobs/{id} every 1 ms: p50/p99. Also submit -> started
+#         (every worker has reported its pid: the process exists);
+#       - gang placement: $GANG_REPS jobs of 4 workers x 1 CPU, submit -> RUNNING p50;
+#       - sustained: $THREADS client threads submitting `true` jobs back to back
+#         for $SECONDS_SUSTAINED s: submissions/s;
+#       - head RSS once >= 1,000 jobs are finished.
+# Targets (from the issue): p50 <= 20 ms, head idle RSS <= 30 MB, 1,000 submissions/s.
+#
+# There is no peer to run here (Ray is not installable on this machine), so
+# the headline is against the target instead:
+#   ratio=X.XX   20 ms target / measured submit->RUNNING p50 (> 1: better than the target)
+# Raw output is kept in $BUILD_DIR/bench/control_plane.*.log; KEEP_STATE=1 keeps
+# the head's and agents' state dirs.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+JOBS="${JOBS:-200}"
+GANG_REPS="${GANG_REPS:-10}"
+GANG_WORKERS=4
+THREADS="${THREADS:-8}"
+SECONDS_SUSTAINED="${SECONDS_SUSTAINED:-3}"
+FINISHED=1000
+AGENTS="${AGENTS:-2}"
+TARGET_P50_MS=20
+TARGET_IDLE_RSS_MB=30
+TARGET_RATE=1000
+
+ensure_build control_plane_bench
+cd "$ROOT"
+print_machine
+echo "# control plane: 1 head + $AGENTS agent(s) on 127.0.0.1, $JOBS latency jobs, $GANG_REPS gang jobs" \
+  "x $GANG_WORKERS workers, $THREADS submitters x ${SECONDS_SUSTAINED}s"
+
+STATE="$(mktemp -d "${TMPDIR:-/tmp}/cohort-cp-bench.XXXXXX")"
+HEAD_LOG="$LOG_DIR/control_plane.head.log"
+DRIVER_LOG="$LOG_DIR/control_plane.driver.log"
+HEAD_PID=""
+AGENT_PIDS=()
+
+# Agents first (they stop their workers), then the head; only our own pids.
+stop_pid() {
+  local pid="$1" i
+  kill -TERM "$pid" 2>/dev/null || return 0
+  for ((i = 0; i < 50; i++)); do
+    kill -0 "$pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  kill -KILL "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true
+}
+cleanup() {
+  local pid
+  for pid in "${AGENT_PIDS[@]}"; do stop_pid "$pid"; done
+  [[ -n "$HEAD_PID" ]] && stop_pid "$HEAD_PID"
+  if [[ "${KEEP_STATE:-0}" == 1 ]]; then echo "# state kept in $STATE" >&2; else rm -rf "$STATE"; fi
+}
+trap cleanup EXIT
+
+# rss_mb PID FIELD: VmRSS / VmHWM of PID in MiB.
+rss_mb() { awk -v f="$2:" '$1 == f { printf "%.1f\n", $2 / 1024 }' "/proc/$1/status"; }
+
+# --- head -----------------------------------------------------------------------
+"$COHORT" start --head --block --host 127.0.0.1 --port 0 --dashboard-port 0 \
+  --state-dir "$STATE/head" >"$HEAD_LOG" 2>&1 &
+HEAD_PID=$!
+API_PORT="" AGENT_PORT=""
+for ((i = 0; i < 100; i++)); do
+  kill -0 "$HEAD_PID" 2>/dev/null || { tail -n 20 "$HEAD_LOG" >&2; die "the head exited (log: $HEAD_LOG)"; }
+  API_PORT=$(sed -n 's|.*API and dashboard: *http://[^ ]*:\([0-9][0-9]*\).*|\1|p' "$HEAD_LOG" | head -n 1)
+  AGENT_PORT=$(sed -n 's|.*Agents join with: *cohort start --address [^ ]*:\([0-9][0-9]*\).*|\1|p' "$HEAD_LOG" | head -n 1)
+  [[ -n "$API_PORT" && -n "$AGENT_PORT" ]] && break
+  sleep 0.1
+done
+[[ -n "$API_PORT" && -n "$AGENT_PORT" ]] || die "the head did not report its ports (log: $HEAD_LOG)"
+TOKEN="$(cat "$STATE/head/token")"
+URL="http://127.0.0.1:$API_PORT"
+echo "# head pid $HEAD_PID: API $URL, agents 127.0.0.1:$AGENT_PORT"
+
+# --- agents ---------------------------------------------------------------------
+for ((a = 1; a <= AGENTS; a++)); do
+  "$COHORT" start --address "127.0.0.1:$AGENT_PORT" --block --state-dir "$STATE/a$a" \
+    --num-cpus 1000 --advertise-address 127.0.0.1 --token "$TOKEN" \
+    >"$LOG_DIR/control_plane.agent$a.log" 2>&1 &
+  AGENT_PIDS+=($!)
+done
+alive=0
+for ((i = 0; i < 100; i++)); do
+  alive=$(curl -sf --noproxy '*' -H "Authorization: Bearer $TOKEN" "$URL/api/cluster/status" |
+    grep -o '"state":"ALIVE"' | wc -l) || alive=0
+  ((alive >= AGENTS)) && break
+  sleep 0.1
+done
+((alive >= AGENTS)) || die "only $alive of $AGENTS agents joined (logs: $LOG_DIR/control_plane.agent*.log)"
+
+sleep 1  # let the head settle after the joins
+IDLE_RSS=$(rss_mb "$HEAD_PID" VmRSS)
+echo "head_rss idle rss_mb=$IDLE_RSS nodes=$alive"
+
+# --- driver ---------------------------------------------------------------------
+echo "# running: $BIN/control_plane_bench" >&2
+"$BIN/control_plane_bench" --url "$URL" --token "$TOKEN" --head-pid "$HEAD_PID" --jobs "$JOBS" \
+  --poll-us 1000 --gang-reps "$GANG_REPS" --gang-workers "$GANG_WORKERS" --threads "$THREADS" \
+  --seconds "$SECONDS_SUSTAINED" --finished "$FINISHED" --finish-timeout-s 60 | tee "$DRIVER_LOG" ||
+  die "control_plane_bench failed (output in $DRIVER_LOG, head log $HEAD_LOG)"
+
+get() { kv_get "$DRIVER_LOG" "$@" || die "no '${*:2} ... $1=' line in $DRIVER_LOG"; }
+P50=$(get p50_ms latency submit_to_running)
+P99=$(get p99_ms latency submit_to_running)
+S50=$(get p50_ms latency submit_to_started)
+S99=$(get p99_ms latency submit_to_started)
+G50=$(get p50_ms gang submit_to_running)
+GS50=$(get p50_ms gang submit_to_started)
+RATE=$(get per_sec sustained)
+FIN_JOBS=$(get finished_jobs head_rss)
+FIN_RSS=$(get rss_mb head_rss "finished_jobs=$FIN_JOBS")
+FIN_HWM=$(get hwm_mb head_rss "finished_jobs=$FIN_JOBS")
+
+met() { [[ "$(calc "($1) ? 1 : 0" "${@:2}")" == "1.00" ]] && echo "met" || echo "NOT met"; }
+echo
+printf '%-44s %10s   %s\n' "figure" "value" "target"
+printf '%-44s %10s   %s\n' "submit -> RUNNING p50 (ms)" "$P50" "<= $TARGET_P50_MS ($(met 'v <= t' v="$P50" t="$TARGET_P50_MS"))"
+printf '%-44s %10s\n' "submit -> RUNNING p99 (ms)" "$P99"
+printf '%-44s %10s\n' "submit -> process started p50 (ms)" "$S50"
+printf '%-44s %10s\n' "submit -> process started p99 (ms)" "$S99"
+printf '%-44s %10s\n' "gang of $GANG_WORKERS: submit -> RUNNING p50 (ms)" "$G50"
+printf '%-44s %10s\n' "gang of $GANG_WORKERS: submit -> all ranks started p50 (ms)" "$GS50"
+printf '%-44s %10s   %s\n' "sustained submissions/s ($THREADS clients)" "$RATE" ">= $TARGET_RATE ($(met 'v >= t' v="$RATE" t="$TARGET_RATE"))"
+printf '%-44s %10s   %s\n' "head RSS idle (MiB)" "$IDLE_RSS" "<= $TARGET_IDLE_RSS_MB ($(met 'v <= t' v="$IDLE_RSS" t="$TARGET_IDLE_RSS_MB"))"
+printf '%-44s %10s\n' "head RSS, $FIN_JOBS finished jobs (MiB)" "$FIN_RSS"
+printf '%-44s %10s\n' "head peak RSS (VmHWM, MiB)" "$FIN_HWM"
+echo "submit_to_running_p50_ms=$P50"
+echo "submit_to_running_p99_ms=$P99"
+echo "gang${GANG_WORKERS}_submit_to_running_p50_ms=$G50"
+echo "submissions_per_sec=$RATE"
+echo "head_rss_idle_mb=$IDLE_RSS"
+echo "head_rss_finished_mb=$FIN_RSS"
+echo "# no peer on this machine: ratio = ${TARGET_P50_MS} ms target / measured p50 (> 1: better than the target)"
+echo "ratio=$(calc 't / p' t="$TARGET_P50_MS" p="$P50")"
