@@ -14,9 +14,10 @@
 //                 (all ranks placed at once) and submit->all ranks started.
 //   3. sustained: T client threads, each with its own keep-alive connection,
 //                 POST `true` jobs back to back for --seconds; submissions/s.
-//   4. finished:  tops the job count up to --finished if needed, waits (at most
-//                 --finish-timeout-s) until at least --finished jobs are
-//                 terminal, and reads the head's VmRSS/VmHWM (--head-pid).
+//   4. finished:  tops the job count up to --finished if needed, then lists
+//                 the jobs every second (at most --finish-timeout-s) until all
+//                 are terminal; reads the head's VmRSS/VmHWM (--head-pid) when
+//                 --finished jobs first are terminal, and when all are.
 //
 // Only the clock and the HTTP client live here; every figure comes from the
 // head's answers. Timing goals are for the script to print, never asserted.
@@ -334,37 +335,48 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  // 4. At least `finished` terminal jobs, then the head's memory.
+  // 4. At least `finished` terminal jobs, then the head's memory: once when
+  // the count first reaches `finished` (the head still holds the later jobs,
+  // some in flight), and once every job is terminal (the head idle again).
   {
     int topped_up = 0;
     for (; submitted < f.finished; ++submitted, ++topped_up) Submit(c, trivial);
     const auto t0 = Clock::now();
-    const auto give_up = t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f.finish_timeout_s));
+    const auto give_up =
+        t0 + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(f.finish_timeout_s));
     int total = 0, terminal = 0;
-    double list_ms = 0;
+    double list_ms_max = 0;
+    bool first_done = false;
+    auto print_rss = [&](const char* point) {
+      if (f.head_pid <= 0) return;
+      auto [rss, hwm] = ReadRss(f.head_pid);
+      std::printf("head_rss point=%s finished_jobs=%d jobs=%d rss_mb=%.1f hwm_mb=%.1f\n", point, terminal, total,
+                  rss, hwm);
+      std::fflush(stdout);
+    };
     for (;;) {
       const auto s = Clock::now();
       long st = c.Get("/api/jobs/");
-      list_ms = Ms(Clock::now() - s);
+      list_ms_max = std::max(list_ms_max, Ms(Clock::now() - s));
       if (st != 200) Die("GET /api/jobs/: HTTP " + std::to_string(st) + " " + c.error());
       auto list = json::parse(c.body(), nullptr, false);
       if (!list.is_array()) Die("GET /api/jobs/: not an array");
       total = static_cast<int>(list.size());
       terminal = 0;
       for (const auto& j : list) terminal += IsTerminal(j.value("status", ""));
-      // All of them (so the head is idle again), or enough once time is short.
-      if (terminal == total) break;
-      if (Clock::now() > give_up) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
+      if (!first_done && terminal >= f.finished) {
+        first_done = true;
+        print_rss("first_target");
+      }
+      if (terminal == total || Clock::now() > give_up) break;
+      // The listing holds the head's lock while it serializes every job: not too often.
+      std::this_thread::sleep_for(std::chrono::milliseconds(1000));
     }
     const double wait_s = std::chrono::duration<double>(Clock::now() - t0).count();
-    std::printf("finished jobs=%d terminal=%d topped_up=%d wait_s=%.1f list_all_ms=%.1f%s\n", total, terminal,
-                topped_up, wait_s, list_ms, terminal >= f.finished ? "" : " (below the target count)");
-    if (f.head_pid > 0) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(500));
-      auto [rss, hwm] = ReadRss(f.head_pid);
-      std::printf("head_rss finished_jobs=%d rss_mb=%.1f hwm_mb=%.1f\n", terminal, rss, hwm);
-    }
+    std::printf("finished jobs=%d terminal=%d topped_up=%d wait_s=%.1f list_all_max_ms=%.1f%s\n", total, terminal,
+                topped_up, wait_s, list_ms_max, terminal == total ? "" : " (timed out before all ended)");
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));
+    print_rss("all_finished");
   }
   curl_global_cleanup();
   return 0;

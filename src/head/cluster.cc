@@ -35,6 +35,8 @@ jobs::Resources FromProto(const google::protobuf::Map<std::string, double>& m) {
   return r;
 }
 
+constexpr const char* kAgentStopped = "its agent stopped";
+
 bool ValidPackageName(const std::string& name) {
   if (name.empty() || name.size() > 200 || name.find("..") != std::string::npos) return false;
   for (char c : name)
@@ -339,7 +341,7 @@ void Cluster::OnDisconnect(rpc::AgentSession& session, const Status& why) {
   // Not dead yet: the agent may reconnect within the node timeout.
   COHORT_LOG(INFO) << "node=" << it->second.node_id << " disconnected"
                    << (why.ok() ? "" : ": " + why.message());
-  if (why.ok()) MarkNodeDead(it->second, "its agent stopped");
+  if (why.ok()) MarkNodeDead(it->second, kAgentStopped);
 }
 
 Status Cluster::GetPackage(const rpc::GetPackageRequest& request, std::string* zip_bytes) {
@@ -361,7 +363,10 @@ void Cluster::MarkNodeDead(Node& node, const std::string& why) {
     node.session.reset();
   }
   PersistNode(node);
-  COHORT_LOG(WARN) << "node=" << node.node_id << " (" << node.address << ") is dead: " << why;
+  if (why == kAgentStopped)
+    COHORT_LOG(INFO) << "node=" << node.node_id << " (" << node.address << ") left: " << why;
+  else
+    COHORT_LOG(WARN) << "node=" << node.node_id << " (" << node.address << ") is dead: " << why;
   for (auto& id : job_order_) {
     Job& job = jobs_[id];
     if (job.record.status != JobStatus::kRunning) continue;
@@ -813,13 +818,12 @@ Cluster::Reply Cluster::Submit(const std::string& body) {
     if (ev.is_object() && ev.contains("COHORT_CHECKPOINT_DIR") && ev["COHORT_CHECKPOINT_DIR"].is_string())
       job.checkpoint_dir = ev["COHORT_CHECKPOINT_DIR"].get<std::string>();
   }
-  std::error_code ec;
-  fs::create_directories(job_dir, ec);
+  // No directory is made here: the trainer creates its checkpoint and
+  // results directories when it writes them (keeps submit cheap).
   jobs_[id] = std::move(job);
   job_order_.push_back(id);
   Job& stored = jobs_[id];
   Persist(stored, "PENDING");
-  AppendLog(id, "cohort: job " + id + " submitted: " + stored.record.spec.entrypoint + "\n");
   COHORT_LOG(INFO) << "job=" << id << " submitted";
   TryPlace(stored);
   return JsonReply(200, {{"job_id", id}, {"submission_id", id}});

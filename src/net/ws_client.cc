@@ -217,8 +217,11 @@ Result<std::optional<std::string>> WebSocketClient::ReadMessage(Deadline deadlin
     s.MarkAbnormal();
     return Status::DeadlineExceeded("no WebSocket message from " + s.url + " before the deadline");
   }
-  if (ec == websocket::error::closed) {
+  // A close frame arrived (even if the TCP teardown after it then failed,
+  // e.g. because the server had already dropped the socket): a normal end.
+  if (ec == websocket::error::closed || (ec && s.ws.reason().code != websocket::close_code::none)) {
     s.RecordPeerClose();
+    s.AbortSocket();
     return std::optional<std::string>();
   }
   if (ec) {
@@ -264,7 +267,7 @@ Status WebSocketClient::Close(uint16_t code, Deadline deadline) {
     s.MarkAbnormal();
     return Status::DeadlineExceeded("closing the WebSocket to " + s.url + " timed out");
   }
-  if (ec && ec != websocket::error::closed) {
+  if (ec && ec != websocket::error::closed && s.ws.reason().code == websocket::close_code::none) {
     s.MarkAbnormal();
     return Status::Unavailable("closing the WebSocket to " + s.url + " failed: " + ec.message());
   }

@@ -486,6 +486,55 @@ TEST(HttpServerTest, MalformedRequestsDoNotKillTheServer) {
   EXPECT_EQ(r.body, "ok");
 }
 
+TEST(HttpServerTest, FuzzedRequestsGetAnAnswerOrAClose) {
+  HttpServer::Options opts;
+  opts.max_header_bytes = 4 << 10;
+  opts.max_body_bytes = 4 << 10;
+  opts.idle_timeout = 300ms;  // a truncated request is dropped quickly
+  auto server = StartServer(opts);
+  server->Handle("POST", "/api/jobs/", [](const Request& req) { return Response::Text(200, req.body); });
+  const std::string valid =
+      "POST /api/jobs/?a=%41 HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+      "Content-Length: 17\r\n\r\n{\"entrypoint\":\"1\"}";
+  uint32_t seed = 12345;
+  auto next = [&seed] {
+    seed = seed * 1103515245u + 12345u;
+    return (seed >> 16) & 0x7fff;
+  };
+  int answered = 0;
+  for (int i = 0; i < 150; ++i) {
+    std::string req = valid;
+    int edits = 1 + next() % 4;
+    for (int e = 0; e < edits; ++e) {
+      size_t pos = next() % req.size();
+      switch (next() % 4) {
+        case 0: req[pos] = static_cast<char>(next() % 256); break;          // flip a byte
+        case 1: req.erase(pos, 1 + next() % 8); break;                     // drop bytes
+        case 2: req.insert(pos, std::string(1 + next() % 3000, 'A')); break;  // bloat
+        case 3: req.resize(pos); break;                                    // truncate
+      }
+      if (req.empty()) req = "\r\n";
+    }
+    std::string answer = RawExchange(server->port(), req, 2000ms, /*half_close=*/true);
+    if (answer.rfind("HTTP/1.1 ", 0) == 0) ++answered;
+  }
+  EXPECT_GT(answered, 0);
+  Reply r = Fetch("POST", Url(*server, "/api/jobs/"), "{}");
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "{}");
+}
+
+TEST(HttpServerTest, IdleConnectionsTimeOut) {
+  HttpServer::Options opts;
+  opts.idle_timeout = 200ms;
+  auto server = StartServer(opts);
+  auto start = std::chrono::steady_clock::now();
+  // Half a request line, then silence: the server closes without an answer.
+  std::string answer = RawExchange(server->port(), "GET /slowloris HTTP/1.1\r\nHost:", 3000ms);
+  EXPECT_EQ(answer, "");
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 2000ms);
+}
+
 TEST(HttpServerTest, RoutesAddedAfterStartAndPost) {
   auto server = StartServer();
   EXPECT_EQ(Fetch("GET", Url(*server, "/late")).status, 404);

@@ -250,6 +250,31 @@ TEST(WebSocketTest, StopSendsGoingAwayPromptly) {
   EXPECT_EQ(code.get(), 1001);
 }
 
+TEST(WebSocketTest, StopIsBoundedWhenThePeerDoesNotAnswerTheClose) {
+  HttpServer::Options opts;
+  opts.shutdown_grace = 200ms;
+  auto server = StartServer(opts);
+  std::promise<uint16_t> server_close;
+  AddTailRoute(*server, [&](std::shared_ptr<WebSocketSession> s) {
+    s->SetOnClose([&](uint16_t code) { server_close.set_value(code); });
+  });
+  // Connected but never reading: the server's close frame gets no answer.
+  auto client = WebSocketClient::Connect(WsUrl(*server, "/api/jobs/j/logs/tail"));
+  ASSERT_TRUE(client.ok()) << client.status().ToString();
+  std::this_thread::sleep_for(50ms);
+  auto start = std::chrono::steady_clock::now();
+  server->Stop();
+  EXPECT_LT(std::chrono::steady_clock::now() - start, 1000ms);
+  auto code = server_close.get_future();
+  ASSERT_EQ(code.wait_for(1s), std::future_status::ready);
+  EXPECT_EQ(code.get(), 1006);
+  // The close frame was sent all the same: the client finds it.
+  auto end = (*client)->ReadMessage(Deadline::After(2s));
+  ASSERT_TRUE(end.ok()) << end.status().ToString();
+  EXPECT_FALSE(end->has_value());
+  EXPECT_EQ((*client)->close_code(), std::optional<uint16_t>(1001));
+}
+
 TEST(WebSocketTest, ClientCloseReachesTheServer) {
   auto server = StartServer();
   std::promise<uint16_t> server_close;

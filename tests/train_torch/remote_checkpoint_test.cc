@@ -251,7 +251,9 @@ TEST_P(RemoteCheckpointTest, SaveResultsWritesModelThenMetrics) {
     EXPECT_GE(metrics_info->generation, model_info->generation) << "metrics.json must be written last";
 
   // Nothing else (no staging leftovers) under the results prefix.
-  auto listed = store->List(model_uri.bucket, {.prefix = model_uri.key.substr(0, model_uri.key.rfind('/') + 1)});
+  storage::ListOptions list;
+  list.prefix = model_uri.key.substr(0, model_uri.key.rfind('/') + 1);
+  auto listed = store->List(model_uri.bucket, list);
   ASSERT_TRUE(listed.ok()) << listed.status().ToString();
   ASSERT_EQ(listed->objects.size(), 2u);
 
