@@ -30,6 +30,8 @@ test: build
 bench: build
 	bench/allreduce.sh
 	bench/train.sh
+	bench/control_plane.sh
+	bench/storage.sh
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR).configure.log
