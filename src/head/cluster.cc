@@ -7,6 +7,7 @@
 #include <zip.h>
 
 #include <algorithm>
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <random>
@@ -215,7 +216,9 @@ std::string Cluster::PackagePath(const std::string& name) const {
 
 int Cluster::PickMasterPort() {
   static thread_local std::mt19937 rng{std::random_device{}()};
-  std::uniform_int_distribution<int> dist(29500, 29500 + 20000);
+  // Below Linux's ephemeral range (32768-60999): a port there may already be
+  // the local end of some connection on rank 0's node, and its bind fails.
+  std::uniform_int_distribution<int> dist(29500, 32767);
   for (int i = 0; i < 1000; ++i) {
     int port = dist(rng);
     if (ports_in_use_.insert(port).second) return port;
@@ -625,12 +628,29 @@ void Cluster::StartWorkers(Job& job, const std::vector<std::string>& node_of_ran
   rec.internal["master_port"] = port;
   const std::string master_addr = nodes_[node_of_rank[0]].address;
 
+  // GPUs: whole devices per worker, taken from those no live worker holds on
+  // its node. Every worker of the job on a node sees the sorted union of the
+  // job's GPUs there (CUDA_VISIBLE_DEVICES), and local rank i uses the i-th.
+  const int gpus_per_worker = static_cast<int>(std::ceil(per_worker.Get("GPU") - 1e-9));
+  std::map<std::string, std::set<int>> busy_gpus, job_gpus;
+  if (gpus_per_worker > 0)
+    for (const auto& [other_id, other] : jobs_)
+      for (const auto& w : other.workers)
+        if (w.live) busy_gpus[w.node_id].insert(w.gpu_ids.begin(), w.gpu_ids.end());
   job.workers.assign(world, Worker{});
   rec.workers.clear();
   for (int r = 0; r < world; ++r) {
     job.workers[r].node_id = node_of_rank[r];
     job.workers[r].resources = per_worker;
     job.workers[r].live = true;
+    const int node_gpus = static_cast<int>(nodes_[node_of_rank[r]].total.Get("GPU") + 1e-9);
+    for (int g = 0, taken = 0; g < node_gpus && taken < gpus_per_worker; ++g) {
+      if (busy_gpus[node_of_rank[r]].insert(g).second) {
+        job.workers[r].gpu_ids.push_back(g);
+        job_gpus[node_of_rank[r]].insert(g);
+        ++taken;
+      }
+    }
     jobs::WorkerInfo info;
     info.rank = r;
     info.node_id = node_of_rank[r];
@@ -670,6 +690,7 @@ void Cluster::StartWorkers(Job& job, const std::vector<std::string>& node_of_ran
     sw->set_rank(r);
     sw->set_entrypoint(cwd.empty() ? spec.entrypoint : "cd '" + cwd + "' && " + spec.entrypoint);
     sw->set_working_dir_package(package);
+    for (int g : job_gpus[node_of_rank[r]]) sw->add_gpu_ids(g);
     for (const auto& [k, v] : per_worker.amounts) (*sw->mutable_resources())[k] = v;
     auto& env = *sw->mutable_env();
     for (const auto& [k, v] : env_vars) env[k] = v;

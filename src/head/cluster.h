@@ -94,6 +94,7 @@ class Cluster : public rpc::HeadHandler {
   struct Worker {  // one rank of a job's current attempt
     std::string node_id;
     jobs::Resources resources;
+    std::vector<int> gpu_ids;  // the node's GPUs this worker holds
     bool live = false;    // started and not yet exited (holds resources)
     bool exited = false;
     int exit_code = 0;
