@@ -180,7 +180,16 @@ Status Cluster::Recover() {
   return Status::Ok();
 }
 
+void Cluster::AddEvent(const std::string& kind, const std::string& id, const std::string& message) {
+  events_.push_back(Event{next_event_seq_++, NowMs(), kind, id, message});
+  while (events_.size() > kMaxEvents) events_.pop_front();
+}
+
 void Cluster::Persist(Job& job, const std::string& event_message) {
+  if (!event_message.empty())
+    AddEvent("job", job.record.spec.submission_id,
+             std::string(jobs::JobStatusName(job.record.status)) +
+                 (event_message == jobs::JobStatusName(job.record.status) ? "" : ": " + event_message));
   job.record.internal["checkpoint_dir"] = job.checkpoint_dir;
   job.record.internal["results_dir"] = job.results_dir;
   const auto& r = job.record;
@@ -254,6 +263,8 @@ rpc::HeadMessage Cluster::OnRegister(const rpc::Register& reg,
   node.last_seen_ms = NowMs();
   if (node.first_seen_ms == 0) node.first_seen_ms = node.last_seen_ms;
   PersistNode(node);
+  AddEvent("node", id, std::string(was_alive ? "re-registered" : "joined") + " from " + node.address + " with " +
+                          node.total.ToString());
   COHORT_LOG(INFO) << "node " << (was_alive ? "re-registered" : "joined") << ": node=" << id
                    << " address=" << node.address << " resources=" << node.total.ToString();
 
@@ -366,6 +377,7 @@ void Cluster::MarkNodeDead(Node& node, const std::string& why) {
     node.session.reset();
   }
   PersistNode(node);
+  AddEvent("node", node.node_id, (why == kAgentStopped ? "left: " : "lost: ") + why);
   if (why == kAgentStopped)
     COHORT_LOG(INFO) << "node=" << node.node_id << " (" << node.address << ") left: " << why;
   else
@@ -955,6 +967,18 @@ Cluster::Reply Cluster::ClusterStatus() {
     pending.push_back({{"job_id", id}, {"bundles", bundles}, {"reason", job.record.pending_reason}});
   }
   return JsonReply(200, {{"nodes", nodes}, {"pending_demand", pending}});
+}
+
+Cluster::Reply Cluster::Events(int64_t since) {
+  std::lock_guard<std::mutex> lock(mu_);
+  json out = json::array();
+  int64_t next = since;
+  for (const auto& e : events_) {
+    if (e.seq <= since) continue;
+    out.push_back({{"seq", e.seq}, {"time_ms", e.time_ms}, {"kind", e.kind}, {"id", e.id}, {"message", e.message}});
+    next = e.seq;
+  }
+  return JsonReply(200, {{"events", out}, {"next", next}});
 }
 
 Cluster::Reply Cluster::PackageExists(const std::string& name) {

@@ -17,6 +17,7 @@
 #pragma once
 
 #include <chrono>
+#include <deque>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -68,6 +69,10 @@ class Cluster : public rpc::HeadHandler {
   Reply JobLogs(const std::string& id);
   Reply JobMetrics(const std::string& id, int64_t since);
   Reply ClusterStatus();
+  // Cluster events (node joined/left/dead, job status changes), newest last;
+  // kept in memory, the last kMaxEvents.
+  Reply Events(int64_t since);
+  static constexpr size_t kMaxEvents = 1000;
   Reply PackageExists(const std::string& name);
   Reply PutPackage(const std::string& name, const std::string& body);
   // For the log tail: OK + terminal flag, or NotFound.
@@ -144,6 +149,16 @@ class Cluster : public rpc::HeadHandler {
   std::vector<std::string> job_order_;      // GUARDED_BY(mu_): submission order
   std::set<int> ports_in_use_;              // GUARDED_BY(mu_)
   std::vector<std::string> pending_listings_;  // GUARDED_BY(mu_): finalizing job ids
+  struct Event {
+    int64_t seq;
+    int64_t time_ms;
+    std::string kind;  // "node" | "job"
+    std::string id;    // node_id or job id
+    std::string message;
+  };
+  std::deque<Event> events_;  // GUARDED_BY(mu_)
+  int64_t next_event_seq_ = 1;  // GUARDED_BY(mu_)
+  void AddEvent(const std::string& kind, const std::string& id, const std::string& message);
   uint64_t next_node_serial_ = 1;           // GUARDED_BY(mu_)
 };
 

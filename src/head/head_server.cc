@@ -121,6 +121,11 @@ void HeadServer::Impl::RegisterRoutes() {
     return ToResponse(c->JobMetrics(std::string(r.PathParam("id")), since));
   });
   s.Handle("GET", "/api/cluster/status", [c](const net::Request&) { return ToResponse(c->ClusterStatus()); });
+  s.Handle("GET", "/api/events", [c](const net::Request& r) {
+    int64_t since = 0;
+    if (auto q = r.Query("since")) since = std::strtoll(q->c_str(), nullptr, 10);
+    return ToResponse(c->Events(since));
+  });
   auto package_route = [c](const net::Request& r, bool put) {
     if (r.PathParam("protocol") != "gcs")
       return net::Response::Text(400, "unsupported package protocol '" + std::string(r.PathParam("protocol")) +

@@ -130,6 +130,14 @@ TEST_F(ClusterTest, GangIsPlacedAllAtOnceWhenASecondNodeJoins) {
     EXPECT_EQ(env.at("COHORT_JOB_ID"), id);
   }
   EXPECT_EQ(ranks, (std::set<std::string>{"0", "1", "2"}));
+  // The cluster's event feed tells the story in order.
+  auto events = json::parse(cluster_->Events(0).body)["events"];
+  std::string story;
+  for (const auto& e : events) story += e["kind"].get<std::string>() + ":" + e["message"].get<std::string>() + "\n";
+  EXPECT_NE(story.find("node:joined"), std::string::npos) << story;
+  EXPECT_LT(story.find("job:PENDING"), story.find("job:RUNNING")) << story;
+  auto later = json::parse(cluster_->Events(events.back()["seq"]).body)["events"];
+  EXPECT_TRUE(later.empty());
   EXPECT_EQ(master.size(), 1u) << "every rank must rendezvous at the same place";
   // Ranks on one node are contiguous and their local ranks count from 0.
   for (const auto* node : {a.get(), b.get()}) {
