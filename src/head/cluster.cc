@@ -333,6 +333,7 @@ void Cluster::OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg
         r.time_s = j.value("time", static_cast<double>(NowMs()) / 1000.0);
         j["rank"] = r.rank;
         j["attempt"] = m.attempt();
+        if (Job* job = FindJob(m.job_id())) RecordLastMetrics(*job, r.rank, j);
         r.json = j.dump();
         reports.push_back(std::move(r));
       }
@@ -514,6 +515,8 @@ void Cluster::FailAttempt(Job& job, const std::string& cause, std::optional<int>
                       (max < 0 ? "" : " of " + std::to_string(max)) + "): " + cause;
     Status st = jobs::Transition(job.record, JobStatus::kPending, msg, NowMs());
     if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
+    ++job_restarts_;
+    job.pending_since_ms = NowMs();
     job.workers.clear();
     AppendLog(id, "cohort: " + msg + "\n");
     Persist(job, msg);
@@ -598,8 +601,10 @@ bool Cluster::TryPlace(Job& job) {
       auto slots = scheduler::AssignRanks(*placement);
       node_of_rank.resize(slots.size());
       for (const auto& s : slots) node_of_rank[s.rank] = s.node_id;
-    } else if (!scheduler::IsFeasibleEver(nodes, bundles, spec.scaling->placement_strategy)) {
-      why = "no node set in this cluster can ever hold it: " + why;
+    } else if (std::string never;
+               !scheduler::IsFeasibleEver(nodes, bundles, spec.scaling->placement_strategy, &never)) {
+      // Not just busy: the nodes that joined so far cannot hold it even idle.
+      why = "it waits for more or larger nodes: " + never;
     }
   } else {
     const auto demand = spec.entrypoint_resources.ToDemand();
@@ -673,6 +678,7 @@ void Cluster::StartWorkers(Job& job, const std::vector<std::string>& node_of_ran
   rec.driver_agent_http_address = std::nullopt;
   Status st = jobs::Transition(rec, JobStatus::kRunning, "", NowMs());
   if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
+  ObservePlacement(job);
 
   std::string where;
   for (int r = 0; r < world; ++r) where += (r ? ", " : "") + std::to_string(r) + "->" + node_of_rank[r];
@@ -856,6 +862,7 @@ Cluster::Reply Cluster::Submit(const std::string& body) {
   jobs_[id] = std::move(job);
   job_order_.push_back(id);
   Job& stored = jobs_[id];
+  ++jobs_submitted_;
   Persist(stored, "PENDING");
   COHORT_LOG(INFO) << "job=" << id << " submitted";
   TryPlace(stored);

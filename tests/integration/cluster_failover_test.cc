@@ -152,6 +152,80 @@ TEST(ClusterFailoverTest, AgentKilledDuringTrainingRestartsFromCheckpoint) {
   EXPECT_TRUE(fs::exists(done.value("results_dir", "") + "/model.pt")) << done.dump();
 }
 
+// kill -9 of an agent whose worker's peers do not notice (they just sleep):
+// only the missing heartbeats tell the head; after the node timeout (2 s) the
+// node is DEAD, the attempt fails, the surviving rank is stopped, and the
+// group restarts on the surviving and a replacement agent.
+TEST(ClusterFailoverTest, NodeTimeoutRestartsGroup) {
+  LocalCluster c;
+  ASSERT_TRUE(c.StartHead());
+  ASSERT_TRUE(c.StartAgent("a1", 1));
+  ASSERT_TRUE(c.StartAgent("a2", 1));
+  const std::string id = c.Submit(
+      {{"entrypoint",
+        "if [ \"$TORCHELASTIC_RESTART_COUNT\" = 0 ]; then echo waiting-$RANK; sleep 60; "
+        "else echo recovered-$RANK-of-$WORLD_SIZE; fi"},
+       {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"CPU", 1}}}}},
+       {"failure", {{"max_failures", 1}}}});
+  json running;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        running = c.Job(id);
+        return running.value("status", "") == "RUNNING" && running["workers"][0]["pid"].is_number() &&
+               running["workers"][1]["pid"].is_number();
+      },
+      10s))
+      << running.dump();
+  const std::string victim_node = running["workers"][1]["node_id"];
+  const int survivor_pid = running["workers"][0]["pid"].get<int>();
+  const size_t victim = c.agent(0).node_id == victim_node ? 0 : 1;
+  ASSERT_EQ(c.agent(victim).node_id, victim_node);
+  ::kill(c.agent(victim).proc->pid(), SIGKILL);
+  const auto killed_at = std::chrono::steady_clock::now();
+  ASSERT_TRUE(c.agent(victim).proc->Wait(5s).has_value());
+
+  // Not dead before the timeout; dead after it.
+  std::this_thread::sleep_for(500ms);
+  EXPECT_EQ(c.NodeState(victim_node), "ALIVE");
+  EXPECT_EQ(c.Job(id)["attempt"], 0);
+  ASSERT_TRUE(WaitFor([&] { return c.NodeState(victim_node) == "DEAD"; }, 10s));
+  EXPECT_GE(std::chrono::steady_clock::now() - killed_at, 1500ms);
+  // The surviving rank of the failed attempt is stopped.
+  EXPECT_TRUE(WaitFor([&] { return !ProcessAlive(survivor_pid); }, 10s));
+  json waiting = c.Job(id);
+  EXPECT_EQ(waiting.value("status", ""), "PENDING") << waiting.dump();
+
+  ASSERT_TRUE(c.StartAgent("a3", 1));
+  json done = c.WaitStatus(id, "SUCCEEDED", 30s);
+  const std::string logs = c.Logs(id);
+  ASSERT_EQ(done.value("status", ""), "SUCCEEDED") << done.dump() << "\n" << logs;
+  EXPECT_EQ(done["attempt"], 1);
+  EXPECT_TRUE(Contains(logs, "recovered-0-of-2")) << logs;
+  EXPECT_TRUE(Contains(logs, "recovered-1-of-2")) << logs;
+  EXPECT_TRUE(Contains(logs, victim_node)) << logs;
+  std::set<std::string> nodes;
+  for (const auto& w : done["workers"]) nodes.insert(w["node_id"].get<std::string>());
+  EXPECT_EQ(nodes, (std::set<std::string>{c.agent(1 - victim).node_id, c.agent(2).node_id})) << done.dump();
+
+  // With no restarts left, the next node death fails the job.
+  const std::string once = c.Submit({{"entrypoint", "sleep 60"}, {"entrypoint_num_cpus", 1}});
+  json once_running;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        once_running = c.Job(once);
+        return once_running.value("status", "") == "RUNNING";
+      },
+      10s))
+      << once_running.dump();
+  const std::string node = once_running["driver_node_id"];
+  for (size_t i = 0; i < c.num_agents(); ++i)
+    if (c.agent(i).node_id == node) ::kill(c.agent(i).proc->pid(), SIGKILL);
+  json failed = c.WaitStatus(once, "FAILED", 15s);
+  EXPECT_EQ(failed.value("status", ""), "FAILED") << failed.dump();
+  EXPECT_TRUE(Contains(failed.value("message", ""), node)) << failed.dump();
+  EXPECT_TRUE(failed["driver_exit_code"].is_null()) << failed.dump();
+}
+
 // kill -9 of the head, restarted on the same state dir: every record, status
 // and log is intact, and a job that was RUNNING (its worker still alive on its
 // agent) re-attaches when the agent reconnects and finishes SUCCEEDED.
@@ -167,7 +241,10 @@ TEST(ClusterFailoverTest, HeadKilledAndRestartedKeepsJobs) {
   // A pending job (can never fit) and a running one.
   const std::string pending = c.Submit({{"entrypoint", "true"}, {"entrypoint_num_cpus", 64}});
   const std::string running =
-      c.Submit({{"entrypoint", "echo started; sleep 4; echo finished"}, {"submission_id", "long-runner"}});
+      c.Submit({{"entrypoint", "echo started; sleep 5; echo finished"}, {"submission_id", "long-runner"}});
+  // One that ends while the head is down: its exit reaches the next head.
+  const std::string quick =
+      c.Submit({{"entrypoint", "echo quick-start; sleep 0.5; echo quick-done"}, {"submission_id", "quick"}});
   // Its output has arrived ("started" on a line of its own, not the entrypoint).
   ASSERT_TRUE(WaitFor([&] { return Contains(c.Logs(running), "\nstarted\n"); }, 10s)) << c.Logs(running);
   json before_running;
@@ -183,6 +260,16 @@ TEST(ClusterFailoverTest, HeadKilledAndRestartedKeepsJobs) {
   const int worker_pid = before_running["workers"][0]["pid"].get<int>();
   ASSERT_TRUE(ProcessAlive(worker_pid));
 
+  json quick_running;
+  ASSERT_TRUE(WaitFor(
+      [&] {
+        quick_running = c.Job(quick);
+        return quick_running["workers"][0]["pid"].is_number();
+      },
+      5s))
+      << quick_running.dump();
+  const int quick_pid = quick_running["workers"][0]["pid"].get<int>();
+
   const json list_before = c.Get("/api/jobs/").Json();
   const json ok_before = c.Job(ok), bad_before = c.Job(bad), pending_before = c.Job(pending);
   const std::string ok_logs = c.Logs(ok), bad_logs = c.Logs(bad);
@@ -194,6 +281,7 @@ TEST(ClusterFailoverTest, HeadKilledAndRestartedKeepsJobs) {
   std::this_thread::sleep_for(300ms);
   EXPECT_TRUE(c.agent(0).proc->running());
   EXPECT_TRUE(ProcessAlive(worker_pid));
+  EXPECT_TRUE(WaitFor([&] { return !ProcessAlive(quick_pid); }, 5s));
 
   ASSERT_TRUE(c.StartHead());
   // Records, statuses and logs of the finished jobs are intact.
@@ -221,6 +309,11 @@ TEST(ClusterFailoverTest, HeadKilledAndRestartedKeepsJobs) {
   EXPECT_TRUE(Contains(logs, "started\n")) << logs;
   EXPECT_TRUE(Contains(logs, "finished\n")) << logs;
   EXPECT_TRUE(Contains(logs, "re-attached")) << logs;
+
+  json quick_done = c.WaitStatus(quick, "SUCCEEDED", 30s);
+  EXPECT_EQ(quick_done.value("status", ""), "SUCCEEDED") << quick_done.dump() << "\n" << c.Logs(quick);
+  EXPECT_EQ(quick_done["driver_exit_code"], 0);
+  EXPECT_TRUE(Contains(c.Logs(quick), "quick-done\n")) << c.Logs(quick);
 
   // The restarted head schedules new work.
   const std::string fresh = c.Submit({{"entrypoint", "echo after-restart"}});

@@ -158,11 +158,11 @@ class ChildProcess {
     return WIFEXITED(*st) ? WEXITSTATUS(*st) : 128 + WTERMSIG(*st);
   }
 
-  // SIGKILL to the whole group, then reap.
+  // SIGKILL to the whole group, then reap. (Only while it is unreaped: until
+  // then its pid, and so the group id, cannot name anyone else.)
   void Kill() {
     if (pid_ <= 0) return;
     if (!exit_status_) ::kill(-pid_, SIGKILL);
-    ::kill(-pid_, SIGKILL);  // stragglers of the group, if any
     Reap(true);
     pid_ = -1;
   }
@@ -359,7 +359,6 @@ inline std::string MakeZip(const std::vector<ZipEntry>& entries) {
 
 // --- the cluster -------------------------------------------------------------------
 
-inline const std::vector<std::string> kTerminal = {"SUCCEEDED", "FAILED", "STOPPED"};
 inline bool IsTerminal(const std::string& s) {
   return s == "SUCCEEDED" || s == "FAILED" || s == "STOPPED";
 }

@@ -24,7 +24,7 @@ json FindJob(const json& list, const std::string& id) {
 }
 
 // §9.1, §9.2: version, submit, status, logs, list, failure, stop, delete.
-TEST(ClusterTest, JobLifecycleThroughRest) {
+TEST(ClusterIntegrationTest, JobLifecycleThroughRest) {
   LocalCluster c;
   ASSERT_TRUE(c.StartHead());
   ASSERT_TRUE(c.StartAgent("a1", 2));
@@ -143,7 +143,7 @@ TEST(ClusterTest, JobLifecycleThroughRest) {
 
 // The CLI against a running cluster: submit (following and --no-wait), status,
 // logs, list, stop, delete, a failing job, `cohort status`, --working-dir.
-TEST(ClusterTest, CliRoundTrips) {
+TEST(ClusterIntegrationTest, CliRoundTrips) {
   LocalCluster c;
   ASSERT_TRUE(c.StartHead());
   ASSERT_TRUE(c.StartAgent("a1", 2));
@@ -246,7 +246,7 @@ TEST(ClusterTest, CliRoundTrips) {
 
 // Gang placement: all workers at once or none; pending demand; the torchrun
 // environment; a job that can never fit.
-TEST(ClusterTest, GangPlacement) {
+TEST(ClusterIntegrationTest, GangPlacement) {
   LocalCluster c;
   ASSERT_TRUE(c.StartHead());
   ASSERT_TRUE(c.StartAgent("a1", 2));
@@ -338,7 +338,7 @@ TEST(ClusterTest, GangPlacement) {
 
 // Authentication: the token is required everywhere but the public routes; a
 // wrong-token agent is refused; --auth none accepts everyone.
-TEST(ClusterTest, AuthRefusals) {
+TEST(ClusterIntegrationTest, AuthRefusals) {
   LocalCluster c;
   ASSERT_TRUE(c.StartHead());
   ASSERT_FALSE(c.token().empty());
@@ -395,7 +395,7 @@ TEST(ClusterTest, AuthRefusals) {
 }
 
 // Bad input is refused with a 4xx and changes nothing.
-TEST(ClusterTest, BadInputIsRefused) {
+TEST(ClusterIntegrationTest, BadInputIsRefused) {
   LocalCluster c;
   ASSERT_TRUE(c.StartHead());
   ASSERT_TRUE(c.StartAgent("a1", 1));
