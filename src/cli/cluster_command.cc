@@ -23,8 +23,11 @@
 #include "cli/job_client.h"
 #include "cli/progress.h"
 #include "cohort/agent/agent.h"
+#include "cohort/agent/metrics.h"
 #include "cohort/common/logging.h"
+#include "cohort/common/prometheus.h"
 #include "cohort/head/head_server.h"
+#include "cohort/net/http_server.h"
 
 namespace cohort::cli {
 namespace {
@@ -145,6 +148,7 @@ struct StartFlags {
   std::optional<int64_t> memory;
   std::string resources_json;
   std::string advertise;
+  int metrics_port = 0;  // agent: serve GET /metrics there (0: off)
 };
 
 int RunHead(const StartFlags& f) {
@@ -229,11 +233,34 @@ int RunAgent(const StartFlags& f) {
     Report(detach, false, "cannot start the node agent: " + st.ToString() + "\n");
     return 1;
   }
+  // Prometheus: GET /metrics without auth (numbers only), on all addresses.
+  agent::NodeMetrics node_metrics(agent);
+  std::unique_ptr<net::HttpServer> metrics_server;
+  if (f.metrics_port > 0) {
+    net::HttpServer::Options http_options;
+    http_options.port = f.metrics_port;
+    auto server = net::HttpServer::Start(http_options);
+    if (!server.ok()) {
+      agent.Stop(true);
+      Report(detach, false, "cannot serve metrics: " + server.status().WithPrefix("--metrics-port").ToString() + "\n");
+      return 1;
+    }
+    metrics_server = std::move(server).value();
+    metrics_server->Handle("GET", "/metrics", [&node_metrics](const net::Request&) {
+      net::Response r;
+      r.content_type = prom::kContentType;
+      r.body = node_metrics.Text();
+      return r;
+    });
+  }
   std::string res;
   for (const auto& [k, v] : agent.resources()) res += (res.empty() ? "" : ", ") + k + "=" + FormatAmount(v);
   Report(detach, true,
          "cohort node agent started (pid " + std::to_string(getpid()) + "), node " + agent.node_id() +
              " at " + agent.advertise_address() + " joined " + f.address + "\n  resources: " + res +
+             (metrics_server ? "\n  metrics: http://" + agent.advertise_address() + ":" +
+                                   std::to_string(metrics_server->port()) + "/metrics"
+                             : "") +
              "\n  state: " + base + "\n");
   std::thread waiter([&] {
     Status why = agent.Wait();
@@ -243,6 +270,7 @@ int RunAgent(const StartFlags& f) {
     }
   });
   WaitForTermination();
+  metrics_server.reset();  // no scrape outlives the agent
   agent.Stop(true);
   waiter.join();
   return agent.Wait(Deadline::After(std::chrono::seconds(1))).ok() ? 0 : 1;
@@ -293,6 +321,7 @@ struct RunFlags {
   std::string state_dir;
   std::optional<double> num_cpus, num_gpus;
   bool keep_state = false;
+  int dashboard_port = 8265;  // the dashboard and API on 127.0.0.1; busy -> an ephemeral port
 };
 
 volatile sig_atomic_t g_run_interrupted = 0;
@@ -327,8 +356,13 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
   head_options.state_dir = state_dir + "/head";
   head_options.host = "127.0.0.1";
   head_options.agent_port = 0;
-  head_options.dashboard_port = 0;
+  head_options.dashboard_port = f.dashboard_port;
   auto head = head::HeadServer::Start(head_options);
+  if (!head.ok() && f.dashboard_port != 0 && head.status().code() == StatusCode::kUnavailable) {
+    // Another head (or a second `cohort run`) has the port: any free one will do.
+    head_options.dashboard_port = 0;
+    head = head::HeadServer::Start(head_options);
+  }
   if (!head.ok()) {
     std::fprintf(stderr, "cohort run: cannot start the embedded head: %s\n", head.status().ToString().c_str());
     return 1;
@@ -362,6 +396,8 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
     return 1;
   }
   std::printf("cohort run: job %s on an embedded cluster (state in %s)\n", id->c_str(), state_dir.c_str());
+  std::printf("Dashboard: http://127.0.0.1:%d (token: %s)\n  this job: http://127.0.0.1:%d/#/jobs/%s\n",
+              (*head)->dashboard_port(), (*head)->token().c_str(), (*head)->dashboard_port(), id->c_str());
   std::fflush(stdout);
 
   struct sigaction sa {};
@@ -425,6 +461,10 @@ Command AddStartCommand(CLI::App& root) {
   app->add_option("--memory", f->memory, "Agent: memory to offer, bytes (default: detected)");
   app->add_option("--resources", f->resources_json, "Agent: custom resources as JSON, e.g. '{\"TPU\": 4}'");
   app->add_option("--advertise-address", f->advertise, "Agent: the IP other nodes reach this one at");
+  app->add_option("--metrics-port", f->metrics_port,
+                  "Agent: serve Prometheus metrics on GET /metrics at this port, all addresses, no auth "
+                  "(0: off; the head serves its own on the dashboard port)")
+      ->capture_default_str();
   app->add_flag("--block", f->block, "Stay in the foreground (containers, tests)");
   return {app, [f](const Passthrough& passthrough) {
             if (passthrough) {
@@ -433,6 +473,12 @@ Command AddStartCommand(CLI::App& root) {
             }
             if (f->head == !f->address.empty()) {
               std::fprintf(stderr, "cohort start: give exactly one of --head or --address HOST:PORT\n");
+              return kExitUsage;
+            }
+            if (f->metrics_port < 0 || f->metrics_port > 65535 || (f->head && f->metrics_port != 0)) {
+              std::fprintf(stderr, f->head ? "cohort start: --metrics-port is for node agents; the head serves "
+                                             "GET /metrics on its --dashboard-port\n"
+                                           : "cohort start: --metrics-port must be 0-65535\n");
               return kExitUsage;
             }
             return f->head ? RunHead(*f) : RunAgent(*f);
@@ -463,6 +509,10 @@ Command AddRunCommand(CLI::App& root) {
   app->add_option("--num-cpus", f->num_cpus, "CPUs the local node offers (default: detected)");
   app->add_option("--num-gpus", f->num_gpus, "GPUs the local node offers (default: detected)");
   app->add_flag("--keep-state", f->keep_state, "Do not delete the temp state dir at the end");
+  app->add_option("--dashboard-port", f->dashboard_port,
+                  "Serve the dashboard and API on 127.0.0.1:PORT while the job runs (busy or 0: a free port)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 65535));
   return {app, [f](const Passthrough& passthrough) { return RunEmbedded(*f, passthrough); }};
 }
 

@@ -42,5 +42,6 @@ Command AddStatusCommand(CLI::App& root);
 Command AddStartCommand(CLI::App& root);
 Command AddStopCommand(CLI::App& root);
 Command AddRunCommand(CLI::App& root);
+Command AddOperatorCommand(CLI::App& root);  // `cohort operator` (operator_command.cc)
 
 }  // namespace cohort::cli

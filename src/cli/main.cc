@@ -31,6 +31,7 @@ int main(int argc, char** argv) {
       cohort::cli::AddStartCommand(app),
       cohort::cli::AddStopCommand(app),
       cohort::cli::AddRunCommand(app),
+      cohort::cli::AddOperatorCommand(app),
   };
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants argv[1:] reversed

@@ -28,6 +28,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cohort/common/prometheus.h"
 #include "cohort/head/head_server.h"
 #include "cohort/head/log_store.h"
 #include "cohort/head/state_store.h"
@@ -73,6 +74,10 @@ class Cluster : public rpc::HeadHandler {
   // kept in memory, the last kMaxEvents.
   Reply Events(int64_t since);
   static constexpr size_t kMaxEvents = 1000;
+  // The cluster's Prometheus families (nodes, jobs, placement latencies, the
+  // trainers' last reported values); see docs/cluster.md "Metrics". In
+  // cluster_metrics.cc.
+  void WritePrometheus(prom::Writer& w);
   Reply PackageExists(const std::string& name);
   Reply PutPackage(const std::string& name, const std::string& body);
   // For the log tail: OK + terminal flag, or NotFound.
@@ -115,6 +120,10 @@ class Cluster : public rpc::HeadHandler {
     // Every worker succeeded and the results in results_uri are being listed;
     // the job turns SUCCEEDED (with the listing) or FAILED after that.
     bool finalizing = false;
+    int64_t pending_since_ms = 0;  // when a restart made it PENDING again (0: not restarted here)
+    // The last value of each numeric key its trainer reported, by (rank, key)
+    // (cluster_metrics.cc; at most kMaxMetricSeriesPerJob).
+    std::map<std::pair<int, std::string>, double> last_metrics;
   };
 
   // All REQUIRE mu_ held.
@@ -160,6 +169,17 @@ class Cluster : public rpc::HeadHandler {
   int64_t next_event_seq_ = 1;  // GUARDED_BY(mu_)
   void AddEvent(const std::string& kind, const std::string& id, const std::string& message);
   uint64_t next_node_serial_ = 1;           // GUARDED_BY(mu_)
+
+  // Prometheus (cluster_metrics.cc). All REQUIRE mu_ held.
+  void RecordLastMetrics(Job& job, int rank, const json_t& report);
+  void ObservePlacement(const Job& job);  // as a job turns RUNNING
+  uint64_t jobs_submitted_ = 0;           // GUARDED_BY(mu_)
+  uint64_t job_restarts_ = 0;             // GUARDED_BY(mu_)
+  prom::Histogram submit_to_running_{prom::Histogram::LatencyBuckets()};
+  prom::Histogram placement_wait_{prom::Histogram::LatencyBuckets()};
+  std::deque<std::string> metric_jobs_;   // GUARDED_BY(mu_): jobs with last_metrics, oldest first
+  static constexpr size_t kMaxFinishedMetricJobs = 10;  // finished jobs whose values are kept
+  static constexpr size_t kMaxMetricSeriesPerJob = 1000;
 };
 
 }  // namespace cohort::head

@@ -19,6 +19,8 @@
 
 #include "cluster.h"
 #include "cohort/common/logging.h"
+#include "cohort/common/prometheus.h"
+#include "cohort/dashboard/dashboard.h"
 #include "cohort/net/http_server.h"
 
 namespace cohort::head {
@@ -38,6 +40,18 @@ std::string SessionName() {
   localtime_r(&t, &tm);
   std::strftime(buf, sizeof(buf), "session_%Y-%m-%d_%H-%M-%S", &tm);
   return std::string(buf) + "_" + std::to_string(getpid());
+}
+
+// cohort_api_requests_total{method,route,code}: the HTTP server's counts by
+// route pattern (bounded by the route table; "unmatched" for 404s).
+void WriteApiRequests(prom::Writer& w, const std::vector<net::HttpServer::RouteCount>& counts) {
+  if (!w.Family("cohort_api_requests_total", prom::Type::kCounter,
+                "HTTP requests answered on the dashboard port, by method, route pattern and status code."))
+    return;
+  for (const auto& c : counts)
+    w.Sample({{"method", c.method}, {"route", c.pattern.empty() ? "unmatched" : c.pattern},
+              {"code", std::to_string(c.status)}},
+             static_cast<double>(c.count));
 }
 
 }  // namespace
@@ -100,6 +114,7 @@ void HeadServer::Impl::RegisterRoutes() {
     return net::Response::Json(200, json{{"authentication_mode", auth ? "token" : "disabled"}}.dump());
   });
   s.Handle("GET", "/api/health", [](const net::Request&) { return net::Response::Json(200, R"({"ok":true})"); });
+  dashboard::RegisterDashboard(s);  // GET /, /static/{name}; POST/DELETE /api/authenticate
   s.Handle("POST", "/api/jobs/", [c](const net::Request& r) { return ToResponse(c->Submit(r.body)); });
   s.Handle("GET", "/api/jobs/", [c](const net::Request&) { return ToResponse(c->ListJobs()); });
   s.Handle("GET", "/api/jobs/{id}",
@@ -121,6 +136,18 @@ void HeadServer::Impl::RegisterRoutes() {
     return ToResponse(c->JobMetrics(std::string(r.PathParam("id")), since));
   });
   s.Handle("GET", "/api/cluster/status", [c](const net::Request&) { return ToResponse(c->ClusterStatus()); });
+  // Prometheus scrapes (public, like Ray's metrics port: ids, addresses and
+  // numbers only -- no entrypoints, logs or environments). docs/cluster.md.
+  s.Handle("GET", "/metrics", [c, server = &s](const net::Request&) {
+    prom::Writer w;
+    c->WritePrometheus(w);
+    WriteApiRequests(w, server->RouteCounts());
+    prom::WriteProcessFamilies(w, prom::ReadProcessStats());
+    net::Response r;
+    r.content_type = prom::kContentType;
+    r.body = w.Take();
+    return r;
+  });
   s.Handle("GET", "/api/events", [c](const net::Request& r) {
     int64_t since = 0;
     if (auto q = r.Query("since")) since = std::strtoll(q->c_str(), nullptr, 10);
@@ -233,7 +260,9 @@ Result<std::unique_ptr<HeadServer>> HeadServer::Start(HeadOptions options) {
   http_options.port = options.dashboard_port;
   http_options.bearer_token = impl->token;
   http_options.max_body_bytes = options.max_body_bytes;
-  http_options.public_paths = {"/api/version", "/api/authentication_mode", "/api/health"};
+  http_options.public_paths = {"/api/version", "/api/authentication_mode", "/api/health", "/metrics"};
+  for (const char* path : dashboard::kPublicPaths) http_options.public_paths.push_back(path);
+  http_options.token_cookie = dashboard::kTokenCookie;  // the page's log WebSocket sends no headers
   auto http = net::HttpServer::Start(http_options);
   if (!http.ok()) return http.status().WithPrefix("dashboard port");
   impl->http = std::move(http).value();

@@ -39,7 +39,9 @@
 //     401 "Unauthorized: missing or invalid bearer token". A public_paths entry
 //     is an exact raw path ("/api/version") or a prefix ending in '*'
 //     ("/static/*"). WebSocket upgrades are checked the same way, before the
-//     upgrade.
+//     upgrade. With Options::token_cookie set, the cookie of that name holding
+//     the token also passes (a browser WebSocket cannot send headers), unless
+//     the request's Origin differs from its Host.
 //   - Keep-alive (HTTP/1.1 default), "Expect: 100-continue" honoured.
 #pragma once
 
@@ -160,6 +162,9 @@ class HttpServer {
     size_t max_body_bytes = size_t{100} << 20;  // 100 MiB, like Ray's aiohttp
     std::string bearer_token;                   // empty = auth disabled
     std::vector<std::string> public_paths;      // no auth: exact, or prefix ending in '*'
+    // Also accepted in place of the bearer header: this cookie holding the
+    // token, on requests that are not cross-origin (empty: header only).
+    std::string token_cookie;
     size_t max_header_bytes = size_t{64} << 10;  // request line + headers; more -> 431
     std::chrono::milliseconds idle_timeout{75000};   // keep-alive wait for the next request
     std::chrono::milliseconds body_timeout{300000};  // reading one request body

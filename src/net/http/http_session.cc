@@ -169,7 +169,8 @@ void HttpSession::OnHeader(beast::error_code ec) {
 
   const HttpServer::Options& opts = core_->options;
   if (!opts.bearer_token.empty() && !IsPublicPath(opts.public_paths, raw_path) &&
-      !HasBearerToken(request_.headers, opts.bearer_token)) {
+      !HasBearerToken(request_.headers, opts.bearer_token) &&
+      !HasTokenCookie(request_.headers, opts.token_cookie, opts.bearer_token)) {
     return Reply(Response::Text(401, "Unauthorized: missing or invalid bearer token"), body_unread_);
   }
   if (auto length = parser_->content_length(); length && *length > opts.max_body_bytes) {

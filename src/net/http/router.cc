@@ -148,6 +148,52 @@ bool HasBearerToken(const HeaderMap& headers, std::string_view token) {
   return ok;
 }
 
+namespace {
+
+std::string_view TrimSpaces(std::string_view s) {
+  while (!s.empty() && (s.front() == ' ' || s.front() == '\t')) s.remove_prefix(1);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\t')) s.remove_suffix(1);
+  return s;
+}
+
+// "http://host:port" (or https) names the same authority as the Host header.
+bool OriginMatchesHost(std::string_view origin, std::string_view host) {
+  for (std::string_view scheme : {"http://", "https://"}) {
+    if (origin.substr(0, scheme.size()) == scheme) {
+      origin.remove_prefix(scheme.size());
+      CaseInsensitiveLess less;
+      return !host.empty() && !less(origin, host) && !less(host, origin);
+    }
+  }
+  return false;  // "null", other schemes
+}
+
+}  // namespace
+
+bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std::string_view token) {
+  if (cookie_name.empty() || token.empty()) return false;
+  auto cookies = headers.find(std::string_view("Cookie"));
+  if (cookies == headers.end()) return false;
+  // A cookie rides along on cross-site requests too; accept it only from the
+  // page's own origin (browsers send Origin on WebSocket upgrades and CORS).
+  auto origin = headers.find(std::string_view("Origin"));
+  if (origin != headers.end()) {
+    auto host = headers.find(std::string_view("Host"));
+    if (host == headers.end() || !OriginMatchesHost(TrimSpaces(origin->second), TrimSpaces(host->second))) return false;
+  }
+  bool ok = false;
+  std::string_view rest = cookies->second;  // "a=1; b=2" (repeated headers joined with ", ")
+  while (!rest.empty()) {
+    size_t end = rest.find_first_of(";,");
+    std::string_view pair = TrimSpaces(rest.substr(0, end));
+    rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
+    size_t eq = pair.find('=');
+    if (eq == std::string_view::npos || TrimSpaces(pair.substr(0, eq)) != cookie_name) continue;
+    if (ConstantTimeEquals(TrimSpaces(pair.substr(eq + 1)), token)) ok = true;
+  }
+  return ok;
+}
+
 std::string MethodLabel(std::string_view method) {
   static const char* const kKnown[] = {"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"};
   for (const char* known : kKnown) {

@@ -34,6 +34,11 @@ bool IsPublicPath(const std::vector<std::string>& public_paths, std::string_view
 // True when the request carries "Bearer <token>" in Authorization or in Ray's
 // fallback X-Ray-Authorization.
 bool HasBearerToken(const HeaderMap& headers, std::string_view token);
+// True when the Cookie header holds `cookie_name`=<token> (constant-time
+// compare) and the request is not cross-origin: an Origin header, when
+// present, must name the Host the request was sent to. Empty `cookie_name`:
+// false.
+bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std::string_view token);
 // Known verbs as themselves, anything else "OTHER" (bounds counter labels).
 std::string MethodLabel(std::string_view method);
 

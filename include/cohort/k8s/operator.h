@@ -1,0 +1,69 @@
+// The CohortCluster operator: list+watch CohortClusters and the Pods/Services
+// they own, a de-duplicating work queue of cluster keys, level-triggered
+// reconciles through the pure Reconcile() (cohort/k8s/reconcile.h), status via
+// the /status subresource, Events, optional Lease leader election, and the
+// autoscaler input read from the head's GET /api/cluster/status.
+// Run() owns its threads; ReconcileOnce() may be called directly (tests).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <map>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "cohort/common/status.h"
+#include "cohort/k8s/kube_client.h"
+#include "cohort/k8s/reconcile.h"
+
+namespace cohort::k8s {
+
+struct OperatorOptions {
+  std::string namespace_;  // "" = all namespaces
+  bool leader_elect = false;
+  std::string lease_namespace;  // default: the client's namespace
+  std::string lease_name = "cohort-operator";
+  std::string identity;         // default: hostname + random
+  int resync_s = 300;
+  int autoscale_period_s = 10;
+  std::string cluster_domain = "cluster.local";
+  std::string default_image = "cohort:latest";
+  // GET url with the bearer token -> parsed JSON (default: libcurl). Tests override.
+  std::function<Result<nlohmann::json>(const std::string& url, const std::string& token)> fetch_head_status;
+};
+
+class Operator {
+ public:
+  Operator(KubeClient& client, OperatorOptions options);
+  // Blocks until *stop (or leadership is lost: returns Unavailable).
+  Status Run(const std::atomic<bool>& stop);
+  // One reconcile of "ns/name"; returns when to requeue (nullopt: at resync).
+  Result<std::optional<std::chrono::milliseconds>> ReconcileOnce(const std::string& key);
+  void Enqueue(const std::string& key, std::chrono::milliseconds delay = std::chrono::milliseconds(0));
+  // For /readyz: the watches' first lists are in (and, with leader election, we lead).
+  bool Ready() const { return ready_; }
+  // For /metrics: Prometheus text (reconciles, errors, leadership, queue length).
+  std::string MetricsText();
+
+ private:
+  std::optional<AutoscalerInput> ReadHead(const nlohmann::json& cluster, const nlohmann::json& secrets);
+  void Worker(const std::atomic<bool>& stop);
+  KubeClient& client_;
+  OperatorOptions options_;
+  std::atomic<bool> ready_{false}, leader_{false};
+  std::atomic<long long> reconciles_{0}, reconcile_errors_{0}, actions_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, std::chrono::steady_clock::time_point> queue_;  // key -> not before
+  std::set<std::string> active_;
+  // cluster key -> node address -> when it was first seen idle.
+  std::map<std::string, std::map<std::string, std::chrono::steady_clock::time_point>> idle_since_;
+};
+
+}  // namespace cohort::k8s

@@ -1,0 +1,381 @@
+// The CohortCluster operator loop (see cohort/k8s/operator.h).
+#include "cohort/k8s/operator.h"
+
+#include <curl/curl.h>
+#include <unistd.h>
+
+#include <random>
+#include <thread>
+#include <vector>
+
+#include "cohort/common/logging.h"
+
+namespace cohort::k8s {
+namespace {
+
+using json = nlohmann::json;
+using Clock = std::chrono::steady_clock;
+using std::chrono::milliseconds;
+
+std::string RandomHex(int bytes) {
+  std::random_device rd;
+  std::string out;
+  static const char* kHex = "0123456789abcdef";
+  for (int i = 0; i < bytes; ++i) {
+    unsigned v = rd() & 0xff;
+    out.push_back(kHex[v >> 4]);
+    out.push_back(kHex[v & 15]);
+  }
+  return out;
+}
+
+std::string B64Decode(const std::string& in) {
+  static const std::string kChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+  std::string out;
+  int val = 0, bits = -8;
+  for (unsigned char ch : in) {
+    auto pos = kChars.find(static_cast<char>(ch));
+    if (pos == std::string::npos) continue;
+    val = (val << 6) + static_cast<int>(pos);
+    bits += 6;
+    if (bits >= 0) {
+      out.push_back(static_cast<char>((val >> bits) & 0xFF));
+      bits -= 8;
+    }
+  }
+  return out;
+}
+
+size_t Collect(char* p, size_t s, size_t n, void* ud) {
+  static_cast<std::string*>(ud)->append(p, s * n);
+  return s * n;
+}
+
+Result<json> CurlGetJson(const std::string& url, const std::string& token) {
+  CURL* h = curl_easy_init();
+  if (!h) return Status::Internal("curl_easy_init failed");
+  std::string body;
+  curl_slist* headers = nullptr;
+  if (!token.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + token).c_str());
+  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
+  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
+  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
+  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
+  CURLcode rc = curl_easy_perform(h);
+  long code = 0;
+  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
+  curl_slist_free_all(headers);
+  curl_easy_cleanup(h);
+  if (rc != CURLE_OK) return Status::Unavailable("GET " + url + ": " + curl_easy_strerror(rc));
+  if (code != 200) return Status::Unavailable("GET " + url + ": HTTP " + std::to_string(code));
+  try {
+    return json::parse(body);
+  } catch (const std::exception& e) {
+    return Status::Internal("GET " + url + ": bad JSON");
+  }
+}
+
+Resource ResourceFor(const std::string& kind) {
+  if (kind == "Pod") return Resource::Pods();
+  if (kind == "Service") return Resource::Services();
+  if (kind == "Secret") return Resource::Secrets();
+  return Resource::CohortClusters();
+}
+
+std::string KeyOf(const json& obj) {
+  const json& m = obj.contains("metadata") ? obj["metadata"] : json::object();
+  return m.value("namespace", "") + "/" + m.value("name", "");
+}
+
+std::string Hostname() {
+  char buf[256] = {0};
+  gethostname(buf, sizeof(buf) - 1);
+  return buf;
+}
+
+}  // namespace
+
+Operator::Operator(KubeClient& client, OperatorOptions options) : client_(client), options_(std::move(options)) {
+  if (!options_.fetch_head_status) options_.fetch_head_status = CurlGetJson;
+  if (options_.identity.empty()) options_.identity = Hostname() + "_" + RandomHex(4);
+  if (options_.lease_namespace.empty()) options_.lease_namespace = client_.config().default_namespace;
+}
+
+void Operator::Enqueue(const std::string& key, milliseconds delay) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto when = Clock::now() + delay;
+  auto it = queue_.find(key);
+  if (it == queue_.end() || when < it->second) queue_[key] = when;
+  cv_.notify_all();
+}
+
+std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const json& secrets) {
+  const json& meta = cluster["metadata"];
+  std::string name = meta.value("name", ""), ns = meta.value("namespace", "default");
+  std::string key = ns + "/" + name;
+  std::string token;
+  for (const auto& s : secrets)
+    if (s["metadata"].value("name", "") == TokenSecretName(name)) {
+      if (s.contains("data") && s["data"].contains("token")) token = B64Decode(s["data"]["token"].get<std::string>());
+      else if (s.contains("stringData") && s["stringData"].contains("token")) token = s["stringData"]["token"];
+    }
+  std::string port = std::to_string(kDashboardPort);
+  const json& hp = cluster["spec"]["headGroupSpec"]["startParams"];
+  if (hp.is_object() && hp.contains("dashboard-port") && hp["dashboard-port"].is_string()) port = hp["dashboard-port"];
+  std::string url = "http://" + HeadServiceName(name) + "." + ns + ".svc." + options_.cluster_domain + ":" + port +
+                    "/api/cluster/status";
+  auto st = options_.fetch_head_status(url, token);
+  if (!st.ok()) {
+    COHORT_LOG(INFO) << "autoscaler " << key << ": head not reachable (" << st.status().ToString() << ")";
+    return std::nullopt;
+  }
+  AutoscalerInput in;
+  const json& pending = (*st)["pending_demand"];
+  if (pending.is_array())
+    for (const auto& p : pending)
+      if (p.contains("bundles") && p["bundles"].is_array())
+        for (const auto& b : p["bundles"]) in.pending_bundles.push_back(b);
+  auto now = Clock::now();
+  std::lock_guard<std::mutex> lock(mu_);
+  auto& idle = idle_since_[key];
+  std::map<std::string, Clock::time_point> next;
+  const json& nodes = (*st)["nodes"];
+  if (nodes.is_array())
+    for (const auto& n : nodes) {
+      HeadNode hn;
+      hn.address = n.value("address", "");
+      if (auto c = hn.address.rfind(':'); c != std::string::npos && hn.address.find(':') == c)
+        hn.address = hn.address.substr(0, c);  // host:port -> host
+      hn.alive = n.value("state", "") == "ALIVE";
+      hn.is_head = n.value("is_head_node", false);
+      bool busy = false;
+      if (n.contains("resources_used") && n["resources_used"].is_object())
+        for (auto it = n["resources_used"].begin(); it != n["resources_used"].end(); ++it)
+          if (it->is_number() && it->get<double>() > 0) busy = true;
+      if (!busy) {
+        auto since = idle.count(hn.address) ? idle[hn.address] : now;
+        next[hn.address] = since;
+        hn.idle_seconds = std::chrono::duration<double>(now - since).count();
+      }
+      in.nodes.push_back(hn);
+    }
+  idle = next;
+  return in;
+}
+
+Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& key) {
+  auto slash = key.find('/');
+  std::string ns = key.substr(0, slash), name = key.substr(slash + 1);
+  auto got = client_.Get(Resource::CohortClusters(), ns, name);
+  if (!got.ok()) {
+    if (got.status().code() == StatusCode::kNotFound) {  // deleted: owner references let GC remove the children
+      std::lock_guard<std::mutex> lock(mu_);
+      idle_since_.erase(key);
+      return std::optional<milliseconds>();
+    }
+    return got.status();
+  }
+  json cluster = *got;
+  if (cluster["metadata"].contains("deletionTimestamp")) return std::optional<milliseconds>();
+  std::string selector = std::string(kLabelCluster) + "=" + name;
+  COHORT_ASSIGN_OR_RETURN(json pods, client_.List(Resource::Pods(), ns, selector));
+  COHORT_ASSIGN_OR_RETURN(json svcs, client_.List(Resource::Services(), ns, selector));
+  COHORT_ASSIGN_OR_RETURN(json secrets, client_.List(Resource::Secrets(), ns, selector));
+  Observed observed{pods["items"], svcs["items"], secrets["items"]};
+  std::optional<AutoscalerInput> autoscale;
+  bool autoscaling = cluster["spec"].value("enableAutoscaling", false) && !cluster["spec"].value("suspend", false);
+  if (autoscaling) autoscale = ReadHead(cluster, secrets["items"]);
+
+  ReconcileOptions ro;
+  ro.now = FormatMicroTime(std::chrono::system_clock::now()).substr(0, 19) + "Z";
+  ro.new_token = RandomHex(32);
+  ro.cluster_domain = options_.cluster_domain;
+  ro.default_image = options_.default_image;
+  ReconcileResult r = Reconcile(cluster, observed, autoscale, ro);
+  if (!r.error.empty())
+    (void)client_.RecordEvent(cluster, "Warning", "InvalidSpec", r.error);
+
+  Status first_error;
+  for (const auto& a : r.actions) {
+    Status s;
+    Resource res = ResourceFor(a.kind);
+    std::string what = a.kind + (a.name.empty() ? "" : " " + a.name);
+    if (a.verb == Action::Verb::kCreate) {
+      auto c = client_.Create(res, ns, a.body);
+      if (c.ok()) what = a.kind + " " + (*c)["metadata"].value("name", "");
+      s = c.ok() || c.status().code() == StatusCode::kAlreadyExists ? Status::Ok() : c.status();
+    } else if (a.verb == Action::Verb::kDelete) {
+      s = client_.Delete(res, ns, a.name, a.body.value("uid", ""));
+    } else {
+      auto p = client_.Patch(res, ns, a.name, a.body);
+      s = p.ok() ? Status::Ok() : p.status();
+      if (p.ok() && a.kind == kKind && p->contains("metadata"))  // keep the status write's CAS current
+        cluster["metadata"]["resourceVersion"] = (*p)["metadata"].value("resourceVersion", "");
+    }
+    ++actions_;
+    if (s.ok()) {
+      COHORT_LOG(INFO) << key << ": " << VerbName(a.verb) << " " << what << " (" << a.reason << ")";
+      if (a.kind == "Pod" || a.reason == "Autoscaled")
+        (void)client_.RecordEvent(cluster, "Normal", a.reason,
+                                  a.reason == "Autoscaled" ? "worker group replicas changed by the autoscaler"
+                                                           : VerbName(a.verb) + "d " + what);
+    } else {
+      COHORT_LOG(WARN) << key << ": " << VerbName(a.verb) << " " << what << ": " << s.ToString();
+      (void)client_.RecordEvent(cluster, "Warning", "Failed" + a.reason, s.message());
+      if (first_error.ok()) first_error = s;
+    }
+  }
+
+  if (cluster.value("status", json::object()) != r.status) {
+    json updated = cluster;
+    updated["status"] = r.status;
+    updated["status"]["lastUpdateTime"] = ro.now;
+    json old = cluster.value("status", json::object());
+    old.erase("lastUpdateTime");
+    if (old != r.status) {
+      auto u = client_.UpdateStatus(Resource::CohortClusters(), ns, name, updated);
+      if (!u.ok()) {
+        if (IsConflict(u.status())) return std::optional<milliseconds>(milliseconds(500));
+        if (first_error.ok()) first_error = u.status();
+      }
+    }
+  }
+  if (!first_error.ok()) return first_error;
+  if (!r.actions.empty()) return std::optional<milliseconds>(milliseconds(2000));
+  if (autoscaling) return std::optional<milliseconds>(milliseconds(options_.autoscale_period_s * 1000));
+  return std::optional<milliseconds>();
+}
+
+std::string Operator::MetricsText() {
+  size_t queued;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    queued = queue_.size();
+  }
+  std::string out;
+  auto metric = [&](const char* name, const char* type, const char* help, long long v) {
+    out += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n" + name + " " +
+           std::to_string(v) + "\n";
+  };
+  metric("cohort_operator_reconciles_total", "counter", "Reconcile passes run.", reconciles_);
+  metric("cohort_operator_reconcile_errors_total", "counter", "Reconcile passes that failed.", reconcile_errors_);
+  metric("cohort_operator_actions_total", "counter", "Create/delete/patch calls made on children.", actions_);
+  metric("cohort_operator_leader", "gauge", "1 while this replica leads.", leader_ ? 1 : 0);
+  metric("cohort_operator_ready", "gauge", "1 once the watches are synced.", ready_ ? 1 : 0);
+  metric("cohort_operator_queue_length", "gauge", "Cluster keys waiting for a reconcile.", static_cast<long long>(queued));
+  return out;
+}
+
+void Operator::Worker(const std::atomic<bool>& stop) {
+  std::map<std::string, int> failures;
+  while (!stop) {
+    std::string key;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      auto now = Clock::now();
+      auto next = Clock::time_point::max();
+      for (const auto& [k, when] : queue_) {
+        if (when <= now) {
+          key = k;
+          break;
+        }
+        next = std::min(next, when);
+      }
+      if (key.empty()) {
+        cv_.wait_until(lock, std::min(next, now + milliseconds(200)));
+        continue;
+      }
+      queue_.erase(key);
+    }
+    auto res = ReconcileOnce(key);
+    ++reconciles_;
+    if (!res.ok()) {
+      ++reconcile_errors_;
+      int n = ++failures[key];
+      auto delay = milliseconds(std::min<long long>(30000, 1000LL << std::min(n, 5)));
+      COHORT_LOG(WARN) << "reconcile " << key << ": " << res.status().ToString();
+      Enqueue(key, delay);
+      continue;
+    }
+    failures.erase(key);
+    Enqueue(key, res->value_or(milliseconds(options_.resync_s * 1000)));
+  }
+}
+
+Status Operator::Run(const std::atomic<bool>& stop) {
+  std::atomic<bool> local_stop{false};
+  std::atomic<bool> lost{false};
+  std::unique_ptr<LeaderElector> elector;
+  if (options_.leader_elect) {
+    elector = std::make_unique<LeaderElector>(
+        client_, LeaderElector::Options{options_.lease_namespace, options_.lease_name, options_.identity, 15});
+    COHORT_LOG(INFO) << "leader election: waiting for lease " << options_.lease_namespace << "/" << options_.lease_name
+                     << " as " << options_.identity;
+    while (!stop) {
+      auto r = elector->TryAcquireOrRenew();
+      if (r.ok() && *r) break;
+      if (!r.ok()) COHORT_LOG(WARN) << "leader election: " << r.status().ToString();
+      for (int i = 0; i < 20 && !stop; ++i) std::this_thread::sleep_for(milliseconds(100));
+    }
+    if (stop) return Status::Ok();
+    COHORT_LOG(INFO) << "leader election: acquired";
+  }
+  leader_ = true;
+  auto all_stop = [&] { return stop.load() || local_stop.load(); };
+  std::atomic<bool> combined{false};
+  std::thread watcher([&] {
+    while (!all_stop()) std::this_thread::sleep_for(milliseconds(50));
+    combined = true;
+  });
+
+  auto on_cluster = [this](const std::string& type, const json& obj) {
+    if (type != "DELETED") Enqueue(KeyOf(obj));
+  };
+  auto on_child = [this](const std::string&, const json& obj) {
+    const json& m = obj.contains("metadata") ? obj["metadata"] : json::object();
+    std::string cluster = m.contains("labels") ? m["labels"].value(kLabelCluster, "") : "";
+    if (!cluster.empty()) Enqueue(m.value("namespace", "") + "/" + cluster, milliseconds(200));
+  };
+  Reflector::Options ro;
+  ro.namespace_ = options_.namespace_;
+  Reflector clusters(client_, Resource::CohortClusters(), ro, on_cluster);
+  ro.label_selector = kLabelCluster;
+  Reflector pods(client_, Resource::Pods(), ro, on_child);
+  Reflector services(client_, Resource::Services(), ro, on_child);
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] { clusters.Run(combined); });
+  threads.emplace_back([&] { pods.Run(combined); });
+  threads.emplace_back([&] { services.Run(combined); });
+  threads.emplace_back([&] { Worker(combined); });
+
+  Status result;
+  auto last_renew = Clock::now();
+  while (!all_stop()) {
+    for (int i = 0; i < (elector ? 10 : 1) && !all_stop(); ++i) {
+      std::this_thread::sleep_for(milliseconds(200));
+      ready_ = leader_ && clusters.synced() && pods.synced() && services.synced();
+    }
+    if (!elector || all_stop()) continue;
+    auto r = elector->TryAcquireOrRenew();
+    if (r.ok() && *r) {
+      last_renew = Clock::now();
+    } else if (Clock::now() - last_renew > std::chrono::seconds(10)) {
+      leader_ = false;
+      ready_ = false;
+      result = Status::Unavailable("leader election: lost the lease");
+      COHORT_LOG(ERROR) << result.ToString();
+      local_stop = true;
+    }
+  }
+  combined = true;
+  ready_ = false;
+  cv_.notify_all();
+  for (auto& t : threads) t.join();
+  watcher.join();
+  if (elector && result.ok()) (void)elector->Release();
+  return result;
+}
+
+}  // namespace cohort::k8s

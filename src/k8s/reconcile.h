@@ -1,0 +1,2 @@
+#pragma once
+#include "cohort/k8s/reconcile.h"

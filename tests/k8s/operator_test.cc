@@ -1,0 +1,244 @@
+// Operator::ReconcileOnce against an in-memory API server (cpp-httplib):
+// creates the children, writes status through /status, records Events,
+// converges (a second pass writes nothing), and autoscales from a fake head.
+#include <httplib.h>
+#include <gtest/gtest.h>
+
+#include <map>
+#include <mutex>
+#include <regex>
+#include <thread>
+
+#include "cohort/k8s/operator.h"
+
+namespace cohort::k8s {
+namespace {
+
+using json = nlohmann::json;
+using namespace std::chrono_literals;
+
+class FakeStore {
+ public:
+  FakeStore() {
+    // /api/v1/namespaces/ns/<plural>[/<name>] and /apis/cohort.dev/v1/namespaces/ns/cohortclusters/<name>[/status]
+    const std::string re = R"((/api/v1|/apis/cohort\.dev/v1|/apis/coordination\.k8s\.io/v1)/namespaces/([^/]+)/([a-z]+)(?:/([^/]+))?(?:/(status))?)";
+    auto handler = [this](const httplib::Request& req, httplib::Response& res) { Handle(req, res); };
+    server_.Get(re, handler);
+    server_.Post(re, handler);
+    server_.Put(re, handler);
+    server_.Patch(re, handler);
+    server_.Delete(re, handler);
+    port_ = server_.bind_to_any_port("127.0.0.1");
+    thread_ = std::thread([this] { server_.listen_after_bind(); });
+    while (!server_.is_running()) std::this_thread::sleep_for(1ms);
+  }
+  ~FakeStore() {
+    server_.stop();
+    thread_.join();
+  }
+  KubeConfig Config() const {
+    KubeConfig c;
+    c.server = "http://127.0.0.1:" + std::to_string(port_);
+    c.default_namespace = "ns";
+    return c;
+  }
+  std::mutex mu;
+  std::map<std::string, std::map<std::string, json>> objects;  // plural -> name -> object
+  std::vector<std::string> writes;                              // "VERB plural[/status]"
+  int counter = 0;
+  int watches = 0;
+
+ private:
+  void Handle(const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(mu);
+    std::string plural = req.matches[3], name = req.matches[4], sub = req.matches[5];
+    auto& coll = objects[plural];
+    auto reply = [&](int code, const json& j) {
+      res.status = code;
+      res.set_content(j.dump(), "application/json");
+    };
+    auto not_found = [&] { reply(404, {{"kind", "Status"}, {"code", 404}, {"reason", "NotFound"}}); };
+    if (req.method != "GET") writes.push_back(req.method + " " + plural + (sub.empty() ? "" : "/status"));
+    if (req.method == "GET" && name.empty() && req.has_param("watch")) {
+      ++watches;
+      res.set_chunked_content_provider("application/json", [](size_t, httplib::DataSink& sink) {
+        std::this_thread::sleep_for(50ms);  // an empty stream that ends normally
+        sink.done();
+        return true;
+      });
+      return;
+    }
+    if (req.method == "GET" && name.empty()) {
+      json items = json::array();
+      std::string sel = req.get_param_value("labelSelector");
+      for (auto& [n, o] : coll) {
+        if (!sel.empty()) {
+          auto eq = sel.find('=');
+          std::string k = sel.substr(0, eq), v = eq == std::string::npos ? "" : sel.substr(eq + 1);
+          json labels = o["metadata"].value("labels", json::object());
+          if (!labels.contains(k) || (eq != std::string::npos && labels[k] != v)) continue;
+        }
+        items.push_back(o);
+      }
+      return reply(200, {{"items", items}, {"metadata", {{"resourceVersion", std::to_string(counter)}}}});
+    }
+    if (req.method == "GET") return coll.count(name) ? reply(200, coll[name]) : not_found();
+    if (req.method == "POST") {
+      json o = json::parse(req.body);
+      ++counter;
+      if (!o["metadata"].contains("name"))
+        o["metadata"]["name"] = o["metadata"]["generateName"].get<std::string>() + std::to_string(counter);
+      std::string n = o["metadata"]["name"];
+      if (coll.count(n)) return reply(409, {{"kind", "Status"}, {"code", 409}, {"reason", "AlreadyExists"}});
+      o["metadata"]["uid"] = "uid-" + std::to_string(counter);
+      o["metadata"]["resourceVersion"] = std::to_string(counter);
+      o["metadata"]["creationTimestamp"] = "2026-01-01T00:00:" + std::string(counter < 10 ? "0" : "") + std::to_string(counter) + "Z";
+      if (plural == "secrets" && o.contains("stringData")) {
+        o["data"] = {{"token", "dG9r"}};  // base64("tok")
+        o.erase("stringData");
+      }
+      coll[n] = o;
+      return reply(201, o);
+    }
+    if (!coll.count(name)) return not_found();
+    json& cur = coll[name];
+    if (req.method == "DELETE") {
+      coll.erase(name);
+      return reply(200, {{"kind", "Status"}, {"status", "Success"}});
+    }
+    json body = json::parse(req.body);
+    ++counter;
+    if (req.method == "PATCH") {
+      if (sub.empty()) cur.merge_patch(body);
+      else cur["status"].merge_patch(body.value("status", json::object()));
+    } else {  // PUT with CAS
+      if (body["metadata"].value("resourceVersion", "") != cur["metadata"].value("resourceVersion", ""))
+        return reply(409, {{"kind", "Status"}, {"code", 409}, {"reason", "Conflict"}});
+      if (sub == "status") cur["status"] = body["status"];
+      else cur = body;
+    }
+    cur["metadata"]["resourceVersion"] = std::to_string(counter);
+    reply(200, cur);
+  }
+  httplib::Server server_;
+  std::thread thread_;
+  int port_ = 0;
+};
+
+json Cr(bool autoscale) {
+  return json::parse(std::string(R"({"apiVersion": "cohort.dev/v1", "kind": "CohortCluster",
+    "metadata": {"name": "demo", "namespace": "ns", "uid": "cr-uid", "generation": 1, "resourceVersion": "1"},
+    "spec": {"enableAutoscaling": )") + (autoscale ? "true" : "false") + R"(,
+      "headGroupSpec": {"startParams": {}, "template": {"spec": {"containers": [{"name": "cohort", "image": "c"}]}}},
+      "workerGroupSpecs": [{"groupName": "cpu", "replicas": 2, "minReplicas": 0, "maxReplicas": 4, "startParams": {},
+        "template": {"spec": {"containers": [{"name": "cohort", "image": "c", "resources": {"limits": {"cpu": "2"}}}]}}}]}})");
+}
+
+int Count(FakeStore& s, const std::string& w) {
+  std::lock_guard<std::mutex> lock(s.mu);
+  return static_cast<int>(std::count(s.writes.begin(), s.writes.end(), w));
+}
+
+TEST(OperatorTest, ReconcileCreatesChildrenWritesStatusAndConverges) {
+  FakeStore store;
+  store.objects["cohortclusters"]["demo"] = Cr(false);
+  KubeClient client(store.Config());
+  Operator op(client, OperatorOptions{});
+  auto r = op.ReconcileOnce("ns/demo");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Count(store, "POST pods"), 3);
+  EXPECT_EQ(Count(store, "POST services"), 1);
+  EXPECT_EQ(Count(store, "POST secrets"), 1);
+  EXPECT_EQ(Count(store, "PUT cohortclusters/status"), 1);
+  EXPECT_GE(Count(store, "POST events"), 3);  // one per pod
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    EXPECT_EQ(store.objects["cohortclusters"]["demo"]["status"]["state"], "pending");
+    EXPECT_EQ(store.objects["cohortclusters"]["demo"]["status"]["desiredWorkerReplicas"], 2);
+    // The pods come up.
+    for (auto& [n, p] : store.objects["pods"])
+      p["status"] = {{"phase", "Running"}, {"podIP", "10.1.0." + n.substr(n.size() - 1)},
+                     {"conditions", json::array({{{"type", "Ready"}, {"status", "True"}}})}};
+    store.writes.clear();
+  }
+  r = op.ReconcileOnce("ns/demo");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(Count(store, "PUT cohortclusters/status"), 1);
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    EXPECT_EQ(store.objects["cohortclusters"]["demo"]["status"]["state"], "ready");
+    EXPECT_EQ(store.writes.size(), 1u);
+    store.writes.clear();
+  }
+  r = op.ReconcileOnce("ns/demo");  // converged: no writes at all
+  ASSERT_TRUE(r.ok());
+  EXPECT_FALSE(r->has_value());
+  EXPECT_TRUE(store.writes.empty());
+  // The CR is deleted: nothing to do (GC removes the children).
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    store.objects["cohortclusters"].clear();
+  }
+  r = op.ReconcileOnce("ns/demo");
+  ASSERT_TRUE(r.ok());
+  EXPECT_TRUE(store.writes.empty());
+}
+
+TEST(OperatorTest, AutoscalerReadsTheHeadWithTheSecretToken) {
+  FakeStore store;
+  store.objects["cohortclusters"]["demo"] = Cr(true);
+  KubeClient client(store.Config());
+  OperatorOptions opts;
+  std::string seen_url, seen_token;
+  opts.fetch_head_status = [&](const std::string& url, const std::string& token) -> Result<json> {
+    seen_url = url;
+    seen_token = token;
+    return json::parse(R"({"nodes": [], "pending_demand": [{"job_id": "j",
+        "bundles": [{"CPU": 2}, {"CPU": 2}, {"CPU": 2}, {"CPU": 2}]}]})");
+  };
+  Operator op(client, opts);
+  ASSERT_TRUE(op.ReconcileOnce("ns/demo").ok());  // creates the secret (head unreachable yet is fine)
+  ASSERT_TRUE(op.ReconcileOnce("ns/demo").ok());
+  EXPECT_EQ(seen_url, "http://demo-head-svc.ns.svc.cluster.local:8265/api/cluster/status");
+  EXPECT_EQ(seen_token, "tok");
+  std::lock_guard<std::mutex> lock(store.mu);
+  EXPECT_EQ(store.objects["cohortclusters"]["demo"]["spec"]["workerGroupSpecs"][0]["replicas"], 4);
+  int workers = 0;
+  for (auto& [n, p] : store.objects["pods"]) workers += p["metadata"]["labels"]["cohort.dev/node-type"] == "worker";
+  EXPECT_EQ(workers, 4);
+}
+
+TEST(OperatorTest, RunLoopListsWatchesReconcilesAndStops) {
+  FakeStore store;
+  store.objects["cohortclusters"]["demo"] = Cr(false);
+  KubeClient client(store.Config());
+  OperatorOptions opts;
+  opts.namespace_ = "ns";
+  opts.leader_elect = true;
+  opts.identity = "me";
+  Operator op(client, opts);
+  std::atomic<bool> stop{false};
+  Status result;
+  std::thread t([&] { result = op.Run(stop); });
+  auto deadline = std::chrono::steady_clock::now() + 10s;
+  bool done = false;
+  while (!done && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(20ms);
+    std::lock_guard<std::mutex> lock(store.mu);
+    done = store.objects["pods"].size() == 3 && store.watches >= 3 &&
+           store.objects["cohortclusters"]["demo"].contains("status") && op.Ready();
+  }
+  std::string metrics = op.MetricsText();
+  EXPECT_NE(metrics.find("cohort_operator_leader 1"), std::string::npos) << metrics;
+  EXPECT_NE(metrics.find("cohort_operator_reconciles_total "), std::string::npos);
+  stop = true;
+  t.join();
+  EXPECT_TRUE(done);
+  EXPECT_TRUE(result.ok()) << result.ToString();
+  std::lock_guard<std::mutex> lock(store.mu);
+  ASSERT_TRUE(store.objects["leases"].count("cohort-operator"));
+  EXPECT_EQ(store.objects["leases"]["cohort-operator"]["spec"]["holderIdentity"], "");  // released on stop
+}
+
+}  // namespace
+}  // namespace cohort::k8s

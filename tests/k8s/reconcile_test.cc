@@ -1,0 +1,439 @@
+// Table tests of the pure CohortCluster reconcile: a fake "API server" applies
+// the actions to the observed objects, and reconciling again must be a no-op.
+#include "cohort/k8s/reconcile.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+
+namespace cohort::k8s {
+namespace {
+
+using json = nlohmann::json;
+
+json Cluster(int replicas = 2, int min = 0, int max = 10) {
+  return json::parse(R"({
+    "apiVersion": "cohort.dev/v1", "kind": "CohortCluster",
+    "metadata": {"name": "demo", "namespace": "ml", "uid": "uid-1", "generation": 1},
+    "spec": {
+      "headGroupSpec": {"startParams": {}, "serviceType": "ClusterIP",
+        "template": {"spec": {"containers": [{"name": "cohort", "image": "cohort:1",
+          "resources": {"limits": {"cpu": "4", "memory": "24Gi"}}}]}}},
+      "workerGroupSpecs": [{"groupName": "gpu", "replicas": )" + std::to_string(replicas) +
+                       R"(, "minReplicas": )" + std::to_string(min) + R"(, "maxReplicas": )" + std::to_string(max) +
+                       R"(, "startParams": {},
+        "template": {"spec": {"containers": [{"name": "cohort", "image": "cohort:1",
+          "resources": {"limits": {"cpu": "8", "memory": "32Gi", "nvidia.com/gpu": 4}}}]}}}]
+    }})");
+}
+
+// A tiny in-memory API server.
+struct World {
+  json cluster;
+  Observed obs;
+  int counter = 0;
+
+  ReconcileResult Step(const std::optional<AutoscalerInput>& as = std::nullopt) {
+    ReconcileOptions o;
+    o.now = "2026-01-01T00:00:00Z";
+    o.new_token = "tok";
+    return Reconcile(cluster, obs, as, o);
+  }
+  void Apply(const ReconcileResult& r) {
+    for (const auto& a : r.actions) {
+      if (a.kind == "CohortCluster") {
+        ASSERT_EQ(a.verb, Action::Verb::kPatch);
+        cluster.merge_patch(a.body);
+        cluster["metadata"]["generation"] = cluster["metadata"]["generation"].get<int>() + 1;
+        continue;
+      }
+      json& list = a.kind == "Pod" ? obs.pods : a.kind == "Service" ? obs.services : obs.secrets;
+      if (a.verb == Action::Verb::kCreate) {
+        json o = a.body;
+        ++counter;
+        char ts[64];
+        std::snprintf(ts, sizeof(ts), "2026-01-01T00:%02d:%02dZ", counter / 60, counter % 60);
+        if (o["metadata"].contains("generateName")) {
+          o["metadata"]["name"] = o["metadata"]["generateName"].get<std::string>() + std::to_string(counter);
+          o["metadata"].erase("generateName");
+        }
+        o["metadata"]["uid"] = "u" + std::to_string(counter);
+        o["metadata"]["creationTimestamp"] = ts;
+        if (a.kind == "Pod")
+          o["status"] = {{"phase", "Running"},
+                         {"podIP", "10.0.0." + std::to_string(counter)},
+                         {"conditions", json::array({{{"type", "Ready"}, {"status", "True"}}})}};
+        list.push_back(o);
+      } else if (a.verb == Action::Verb::kDelete) {
+        json kept = json::array();
+        for (auto& o : list)
+          if (o["metadata"]["name"] != a.name) kept.push_back(o);
+        ASSERT_EQ(kept.size() + 1, list.size()) << "deleted a missing " << a.kind << " " << a.name;
+        list = kept;
+      } else {
+        for (auto& o : list)
+          if (o["metadata"]["name"] == a.name) o.merge_patch(a.body);
+      }
+    }
+    cluster["status"] = r.status;
+  }
+  // Reconcile until no actions (at most n rounds); returns the rounds taken.
+  int Converge(const std::optional<AutoscalerInput>& as = std::nullopt, int n = 5) {
+    for (int i = 0; i < n; ++i) {
+      auto r = Step(as);
+      if (r.actions.empty()) {
+        cluster["status"] = r.status;
+        return i;
+      }
+      Apply(r);
+    }
+    return n;
+  }
+  std::vector<json> Pods(const std::string& type) const {
+    std::vector<json> out;
+    for (const auto& p : obs.pods)
+      if (p["metadata"]["labels"][kLabelNodeType] == type) out.push_back(p);
+    return out;
+  }
+};
+
+int Count(const ReconcileResult& r, Action::Verb v, const std::string& kind) {
+  return static_cast<int>(std::count_if(r.actions.begin(), r.actions.end(),
+                                        [&](const Action& a) { return a.verb == v && a.kind == kind; }));
+}
+
+std::string Cmd(const json& pod) {
+  std::string s;
+  for (const auto& a : pod["spec"]["containers"][0]["command"]) s += a.get<std::string>() + " ";
+  return s;
+}
+
+TEST(ReconcileTest, CreateFromNothing) {
+  World w{Cluster(3)};
+  auto r = w.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Secret"), 1);
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Service"), 1);
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 4);
+  EXPECT_EQ(r.actions.size(), 6u);
+  for (const auto& a : r.actions) {
+    const json& ref = a.body["metadata"]["ownerReferences"][0];
+    EXPECT_EQ(ref["uid"], "uid-1");
+    EXPECT_EQ(ref["kind"], "CohortCluster");
+    EXPECT_EQ(ref["apiVersion"], "cohort.dev/v1");
+    EXPECT_TRUE(ref["controller"].get<bool>());
+    EXPECT_TRUE(ref["blockOwnerDeletion"].get<bool>());
+    EXPECT_EQ(a.body["metadata"]["labels"][kLabelCluster], "demo");
+    EXPECT_EQ(a.body["metadata"]["namespace"], "ml");
+  }
+  w.Apply(r);
+  auto heads = w.Pods("head");
+  auto workers = w.Pods("worker");
+  ASSERT_EQ(heads.size(), 1u);
+  ASSERT_EQ(workers.size(), 3u);
+  EXPECT_EQ(heads[0]["metadata"]["labels"][kLabelGroup], "headgroup");
+  EXPECT_EQ(workers[0]["metadata"]["labels"][kLabelGroup], "gpu");
+  std::string hc = Cmd(heads[0]);
+  EXPECT_NE(hc.find("cohort start --head"), std::string::npos) << hc;
+  for (const char* f : {"--block", "--state-dir /var/lib/cohort", "--dashboard-port 8265", "--port 6380",
+                        "--host 0.0.0.0", "--token $(COHORT_TOKEN)"})
+    EXPECT_NE(hc.find(f), std::string::npos) << f << " in " << hc;
+  std::string wc = Cmd(workers[0]);
+  EXPECT_EQ(wc.find("--head"), std::string::npos);
+  for (const char* f : {"--address demo-head-svc.ml.svc.cluster.local:6380", "--num-gpus 4", "--num-cpus 8",
+                        "--memory 34359738368", "--metrics-port 8080", "--advertise-address $(COHORT_POD_IP)",
+                        "--block"})
+    EXPECT_NE(wc.find(f), std::string::npos) << f << " in " << wc;
+  const json& ctr = workers[0]["spec"]["containers"][0];
+  bool token_env = false;
+  for (const auto& e : ctr["env"])
+    if (e["name"] == "COHORT_TOKEN")
+      token_env = e["valueFrom"]["secretKeyRef"]["name"] == "demo-token" && e["valueFrom"]["secretKeyRef"]["key"] == "token";
+  EXPECT_TRUE(token_env);
+  EXPECT_EQ(ctr["readinessProbe"]["tcpSocket"]["port"], 8080);
+  const json& hctr = heads[0]["spec"]["containers"][0];
+  EXPECT_EQ(hctr["readinessProbe"]["httpGet"]["path"], "/api/health");
+  EXPECT_EQ(hctr["livenessProbe"]["httpGet"]["port"], 8265);
+  // Service: name, ports, selector.
+  ASSERT_EQ(w.obs.services.size(), 1u);
+  const json& svc = w.obs.services[0];
+  EXPECT_EQ(svc["metadata"]["name"], "demo-head-svc");
+  EXPECT_EQ(svc["spec"]["selector"][kLabelNodeType], "head");
+  std::vector<int> ports;
+  for (const auto& p : svc["spec"]["ports"]) ports.push_back(p["port"]);
+  std::sort(ports.begin(), ports.end());
+  EXPECT_EQ(ports, (std::vector<int>{6380, 8080, 8265}));
+  EXPECT_EQ(w.obs.secrets[0]["stringData"]["token"], "tok");
+  // Status after the pods came up.
+  auto r2 = w.Step();
+  EXPECT_TRUE(r2.actions.empty());
+  EXPECT_EQ(r2.status["state"], "ready");
+  EXPECT_EQ(r2.status["readyWorkerReplicas"], 3);
+  EXPECT_EQ(r2.status["desiredWorkerReplicas"], 3);
+  EXPECT_EQ(r2.status["head"]["serviceName"], "demo-head-svc");
+  EXPECT_EQ(r2.status["head"]["podIP"], heads[0]["status"]["podIP"]);
+  EXPECT_EQ(r2.status["endpoints"]["dashboard"], "8265");
+  EXPECT_EQ(r2.status["observedGeneration"], 1);
+  EXPECT_EQ(r2.status["workerGroups"][0]["readyReplicas"], 3);
+}
+
+TEST(ReconcileTest, IdempotentAfterApply) {
+  World w{Cluster(2)};
+  EXPECT_EQ(w.Converge(), 1);
+  auto r = w.Step();
+  EXPECT_TRUE(r.actions.empty());
+  EXPECT_EQ(r.status, w.cluster["status"]);  // no status churn either
+}
+
+TEST(ReconcileTest, ScaleUpAndSpecChange) {
+  World w{Cluster(1)};
+  w.Converge();
+  w.cluster["spec"]["workerGroupSpecs"][0]["replicas"] = 4;
+  w.cluster["metadata"]["generation"] = 2;
+  auto r = w.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 3);
+  EXPECT_EQ(r.actions.size(), 3u);
+  EXPECT_EQ(r.status["observedGeneration"], 2);
+  w.Apply(r);
+  EXPECT_EQ(w.Pods("worker").size(), 4u);
+  EXPECT_TRUE(w.Step().actions.empty());
+}
+
+TEST(ReconcileTest, ReplicasClampedToBounds) {
+  World w{Cluster(20, 1, 3)};
+  w.Converge();
+  EXPECT_EQ(w.Pods("worker").size(), 3u);
+  w.cluster["spec"]["workerGroupSpecs"][0]["replicas"] = 0;
+  w.Converge();
+  EXPECT_EQ(w.Pods("worker").size(), 1u);
+}
+
+TEST(ReconcileTest, ScaleDownDeletesWorkersToDeleteFirstThenNewest) {
+  World w{Cluster(4)};
+  w.Converge();
+  auto workers = w.Pods("worker");
+  ASSERT_EQ(workers.size(), 4u);
+  std::string chosen = workers[0]["metadata"]["name"];   // the oldest
+  std::string newest = workers[3]["metadata"]["name"];
+  w.cluster["spec"]["workerGroupSpecs"][0]["replicas"] = 2;
+  w.cluster["spec"]["workerGroupSpecs"][0]["scaleStrategy"] = {{"workersToDelete", {chosen}}};
+  auto r = w.Step();
+  std::vector<std::string> deleted;
+  for (const auto& a : r.actions)
+    if (a.verb == Action::Verb::kDelete) deleted.push_back(a.name);
+  EXPECT_EQ(deleted, (std::vector<std::string>{chosen, newest}));
+  EXPECT_EQ(Count(r, Action::Verb::kPatch, "CohortCluster"), 1);  // workersToDelete consumed
+  w.Apply(r);
+  EXPECT_TRUE(w.cluster["spec"]["workerGroupSpecs"][0]["scaleStrategy"]["workersToDelete"].empty());
+  EXPECT_EQ(w.Pods("worker").size(), 2u);
+  EXPECT_TRUE(w.Step().actions.empty());
+}
+
+TEST(ReconcileTest, ScaleDownWithoutListDeletesNewestFirst) {
+  World w{Cluster(3)};
+  w.Converge();
+  auto workers = w.Pods("worker");
+  w.cluster["spec"]["workerGroupSpecs"][0]["replicas"] = 1;
+  auto r = w.Step();
+  ASSERT_EQ(Count(r, Action::Verb::kDelete, "Pod"), 2);
+  EXPECT_EQ(r.actions[0].name, workers[2]["metadata"]["name"]);
+  EXPECT_EQ(r.actions[1].name, workers[1]["metadata"]["name"]);
+  EXPECT_EQ(r.actions[0].body["uid"], workers[2]["metadata"]["uid"]);
+}
+
+TEST(ReconcileTest, DeadPodsAreReplaced) {
+  World w{Cluster(2)};
+  w.Converge();
+  for (auto& p : w.obs.pods)
+    if (p["metadata"]["labels"][kLabelNodeType] == "worker") {
+      p["status"]["phase"] = "Failed";
+      break;
+    }
+  auto r = w.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kDelete, "Pod"), 1);
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 1);
+  EXPECT_EQ(r.status["readyWorkerReplicas"], 1);
+  w.Apply(r);
+  EXPECT_TRUE(w.Step().actions.empty());
+  // The head dies: replaced too.
+  for (auto& p : w.obs.pods)
+    if (p["metadata"]["labels"][kLabelNodeType] == "head") p["status"]["phase"] = "Succeeded";
+  auto r2 = w.Step();
+  ASSERT_EQ(r2.actions.size(), 2u);
+  EXPECT_EQ(r2.actions[0].verb, Action::Verb::kDelete);
+  EXPECT_EQ(r2.actions[1].reason, "CreatedHeadPod");
+  EXPECT_EQ(r2.status["state"], "pending");
+}
+
+TEST(ReconcileTest, TerminatingPodsAreNotCountedNorDeletedAgain) {
+  World w{Cluster(2)};
+  w.Converge();
+  for (auto& p : w.obs.pods)
+    if (p["metadata"]["labels"][kLabelNodeType] == "worker") {
+      p["metadata"]["deletionTimestamp"] = "2026-01-01T01:00:00Z";
+      break;
+    }
+  auto r = w.Step();
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].verb, Action::Verb::kCreate);
+}
+
+TEST(ReconcileTest, ClusterDeletedOrForeignObjectsAreIgnored) {
+  // After the CR is deleted, the garbage collector removes what carries its
+  // ownerReference: every child has one (checked in CreateFromNothing). The
+  // reconcile of another cluster with the same name but a new uid never
+  // touches the old cluster's objects.
+  World w{Cluster(1)};
+  w.Converge();
+  World fresh{Cluster(1)};
+  fresh.cluster["metadata"]["uid"] = "uid-2";
+  fresh.obs = w.obs;  // the old objects, still being collected
+  auto r = fresh.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kDelete, "Pod"), 0);
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 2);
+}
+
+TEST(ReconcileTest, SuspendDeletesAllPodsAndResumes) {
+  World w{Cluster(2)};
+  w.Converge();
+  w.cluster["spec"]["suspend"] = true;
+  auto r = w.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kDelete, "Pod"), 3);
+  EXPECT_EQ(r.actions.size(), 3u);
+  EXPECT_EQ(r.status["state"], "suspending");
+  w.Apply(r);
+  auto r2 = w.Step();
+  EXPECT_TRUE(r2.actions.empty());
+  EXPECT_EQ(r2.status["state"], "suspended");
+  EXPECT_EQ(w.obs.services.size(), 1u);  // service and secret stay
+  w.cluster["spec"]["suspend"] = false;
+  w.Converge();
+  EXPECT_EQ(w.Pods("worker").size(), 2u);
+  EXPECT_EQ(w.Pods("head").size(), 1u);
+}
+
+TEST(ReconcileTest, ServiceDriftIsPatched) {
+  World w{Cluster(0)};
+  w.Converge();
+  w.obs.services[0]["spec"]["ports"] = json::array();
+  w.obs.services[0]["spec"]["clusterIP"] = "None";
+  auto r = w.Step();
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].verb, Action::Verb::kPatch);
+  EXPECT_EQ(r.actions[0].kind, "Service");
+  w.Apply(r);
+  EXPECT_TRUE(w.Step().actions.empty());
+}
+
+TEST(ReconcileTest, InvalidSpecFails) {
+  World w{Cluster(1, 5, 2)};
+  auto r = w.Step();
+  EXPECT_TRUE(r.actions.empty());
+  EXPECT_EQ(r.status["state"], "failed");
+  EXPECT_NE(r.error.find("minReplicas"), std::string::npos);
+}
+
+AutoscalerInput Demand(int gpu_bundles) {
+  AutoscalerInput in;
+  for (int i = 0; i < gpu_bundles; ++i) in.pending_bundles.push_back({{"GPU", 1}, {"CPU", 1}});
+  return in;
+}
+
+TEST(ReconcileTest, AutoscalingUpWithinBounds) {
+  World w{Cluster(0, 0, 3)};
+  w.cluster["spec"]["enableAutoscaling"] = true;
+  w.Converge(AutoscalerInput{});
+  EXPECT_EQ(w.Pods("worker").size(), 0u);
+  // 6 one-GPU bundles on 4-GPU workers: 2 workers.
+  auto r = w.Step(Demand(6));
+  ASSERT_EQ(Count(r, Action::Verb::kPatch, "CohortCluster"), 1);
+  EXPECT_EQ(r.actions[0].body["spec"]["workerGroupSpecs"][0]["replicas"], 2);
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 2);
+  w.Apply(r);
+  // The new workers have not joined the head yet: the same demand adds nothing.
+  EXPECT_TRUE(w.Step(Demand(6)).actions.empty());
+  // Far more demand: capped at maxReplicas.
+  w.Converge(Demand(40));
+  EXPECT_EQ(w.Pods("worker").size(), 3u);
+  EXPECT_EQ(w.cluster["spec"]["workerGroupSpecs"][0]["replicas"], 3);
+  // A bundle no worker can hold does not scale.
+  AutoscalerInput huge;
+  huge.pending_bundles.push_back({{"GPU", 8}});
+  World w2{Cluster(0, 0, 3)};
+  w2.cluster["spec"]["enableAutoscaling"] = true;
+  w2.Converge(huge);
+  EXPECT_EQ(w2.Pods("worker").size(), 0u);
+}
+
+TEST(ReconcileTest, AutoscalingDownIdleWorkersNotBelowMin) {
+  World w{Cluster(3, 1, 5)};
+  w.cluster["spec"]["enableAutoscaling"] = true;
+  w.Converge(AutoscalerInput{});
+  auto workers = w.Pods("worker");
+  ASSERT_EQ(workers.size(), 3u);
+  AutoscalerInput in;
+  for (const auto& p : workers) in.nodes.push_back({p["status"]["podIP"], true, false, 30});
+  EXPECT_TRUE(w.Step(in).actions.empty());  // idle, but not for 60 s yet
+  for (auto& n : in.nodes) n.idle_seconds = 120;
+  in.nodes[0].idle_seconds = 0;  // the oldest worker is busy
+  auto r = w.Step(in);
+  EXPECT_EQ(Count(r, Action::Verb::kPatch, "CohortCluster"), 1);
+  EXPECT_EQ(r.actions[0].body["spec"]["workerGroupSpecs"][0]["replicas"], 1);
+  std::vector<std::string> deleted;
+  for (const auto& a : r.actions)
+    if (a.verb == Action::Verb::kDelete) deleted.push_back(a.name);
+  std::vector<std::string> expect = {workers[1]["metadata"]["name"], workers[2]["metadata"]["name"]};
+  std::sort(deleted.begin(), deleted.end());
+  std::sort(expect.begin(), expect.end());
+  EXPECT_EQ(deleted, expect);
+  w.Apply(r);
+  in.nodes.resize(1);
+  EXPECT_TRUE(w.Step(in).actions.empty());
+  in.nodes[0].idle_seconds = 500;  // min 1 holds
+  EXPECT_TRUE(w.Step(in).actions.empty());
+  EXPECT_EQ(w.Pods("worker").size(), 1u);
+}
+
+TEST(ReconcileTest, AutoscalingPerGroupIdleTimeout) {
+  World w{Cluster(2, 0, 5)};
+  w.cluster["spec"]["enableAutoscaling"] = true;
+  w.cluster["spec"]["workerGroupSpecs"][0]["idleTimeoutSeconds"] = 300;
+  w.Converge(AutoscalerInput{});
+  AutoscalerInput in;
+  for (const auto& p : w.Pods("worker")) in.nodes.push_back({p["status"]["podIP"], true, false, 120});
+  EXPECT_TRUE(w.Step(in).actions.empty());  // 120 s < 300 s
+  for (auto& n : in.nodes) n.idle_seconds = 301;
+  w.Apply(w.Step(in));
+  EXPECT_EQ(w.Pods("worker").size(), 0u);
+  EXPECT_EQ(w.cluster["spec"]["workerGroupSpecs"][0]["replicas"], 0);
+}
+
+TEST(ReconcileTest, AutoscalingOffIgnoresDemand) {
+  World w{Cluster(1, 0, 5)};
+  w.Converge();
+  EXPECT_TRUE(w.Step(Demand(20)).actions.empty());
+}
+
+TEST(ReconcileTest, ParseQuantity) {
+  EXPECT_DOUBLE_EQ(ParseQuantity("500m"), 0.5);
+  EXPECT_DOUBLE_EQ(ParseQuantity("4"), 4);
+  EXPECT_DOUBLE_EQ(ParseQuantity("12Gi"), 12.0 * 1073741824.0);
+  EXPECT_DOUBLE_EQ(ParseQuantity("1G"), 1e9);
+  EXPECT_DOUBLE_EQ(ParseQuantity("bogus"), 0);
+}
+
+TEST(ReconcileTest, StartParamsRenderSortedFlags) {
+  World w{Cluster(1)};
+  w.cluster["spec"]["workerGroupSpecs"][0]["startParams"] = {{"num-gpus", "2"}, {"verbose", "true"}, {"x", "false"}};
+  w.cluster["spec"]["headGroupSpec"]["startParams"] = {{"port", "7000"}};
+  w.Converge();
+  std::string wc = Cmd(w.Pods("worker")[0]);
+  EXPECT_NE(wc.find("--num-gpus 2"), std::string::npos) << wc;  // explicit wins over the limit
+  EXPECT_NE(wc.find("--verbose "), std::string::npos);
+  EXPECT_EQ(wc.find("--x"), std::string::npos);
+  EXPECT_NE(wc.find("demo-head-svc.ml.svc.cluster.local:7000"), std::string::npos) << wc;
+  EXPECT_NE(Cmd(w.Pods("head")[0]).find("--port 7000"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cohort::k8s
