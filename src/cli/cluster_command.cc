@@ -144,6 +144,7 @@ struct StartFlags {
   std::string token;
   bool block = false;
   double node_timeout_s = 10;
+  size_t max_body_bytes = size_t{100} << 20;
   std::optional<double> num_cpus, num_gpus;
   std::optional<int64_t> memory;
   std::string resources_json;
@@ -168,6 +169,7 @@ int RunHead(const StartFlags& f) {
   options.auth = f.auth == "token";
   options.token = f.token;
   options.node_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.node_timeout_s * 1000));
+  options.max_body_bytes = f.max_body_bytes;
   auto head = head::HeadServer::Start(options);
   if (!head.ok()) {
     Report(detach, false, "cannot start the head: " + head.status().ToString() + "\n");
@@ -456,6 +458,9 @@ Command AddStartCommand(CLI::App& root) {
   app->add_option("--auth", f->auth, "Head: 'token' (default) or 'none'");
   app->add_option("--token", f->token, "The cluster token (agents: default $COHORT_TOKEN or <state-dir>/token)");
   app->add_option("--node-timeout-s", f->node_timeout_s, "Head: seconds without heartbeat before a node is dead");
+  app->add_option("--max-body-bytes", f->max_body_bytes,
+                  "Head: largest request body accepted (package uploads); more gets 413")
+      ->capture_default_str();
   app->add_option("--num-cpus", f->num_cpus, "Agent: CPUs to offer (default: detected)");
   app->add_option("--num-gpus", f->num_gpus, "Agent: GPUs to offer (default: detected)");
   app->add_option("--memory", f->memory, "Agent: memory to offer, bytes (default: detected)");
