@@ -7,11 +7,11 @@
 namespace cohort::dashboard::internal {
 
 struct Asset {
-  const char* name;          // "index.html", "app.js", "app.css"
-  const char* content_type;  // "text/html; charset=utf-8", ...
-  const unsigned char* data; // `size` bytes (plus a trailing NUL)
+  const char* name;           // "index.html", "app.js", "app.css"
+  const char* content_type;   // "text/html; charset=utf-8", ...
+  const unsigned char* data;  // `size` bytes (plus a trailing NUL)
   size_t size;
-  const char* etag;          // quoted, from the SHA-256 of the bytes
+  const char* etag;  // quoted, from the SHA-256 of the bytes
 };
 
 extern const Asset kAssets[];

@@ -29,7 +29,8 @@ bool EtagMatches(std::string_view if_none_match, std::string_view etag) {
   size_t pos = 0;
   while (pos < if_none_match.size()) {
     size_t comma = if_none_match.find(',', pos);
-    std::string_view item = if_none_match.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
+    std::string_view item =
+        if_none_match.substr(pos, comma == std::string_view::npos ? std::string_view::npos : comma - pos);
     while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
     while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
     if (item.substr(0, 2) == "W/") item.remove_prefix(2);

@@ -98,7 +98,9 @@ class DashboardTest : public ::testing::Test {
     RegisterDashboard(*server_);
     server_->Handle("GET", "/api/jobs/", [](const net::Request&) { return net::Response::Json(200, "[]"); });
   }
-  std::string Url(const std::string& path) const { return "http://127.0.0.1:" + std::to_string(server_->port()) + path; }
+  std::string Url(const std::string& path) const {
+    return "http://127.0.0.1:" + std::to_string(server_->port()) + path;
+  }
   std::unique_ptr<net::HttpServer> server_;
 };
 
@@ -113,14 +115,15 @@ TEST_F(DashboardTest, ServesThePageWithoutAToken) {
   // The page names the bundle by content hash, relative to itself.
   EXPECT_TRUE(std::regex_search(r.body, std::regex(R"(<script src="static/app\.js\?v=[0-9a-f]{12}"></script>)")))
       << r.body;
-  EXPECT_TRUE(std::regex_search(r.body, std::regex(R"(<link rel="stylesheet" href="static/app\.css\?v=[0-9a-f]{12}">)")))
+  EXPECT_TRUE(
+      std::regex_search(r.body, std::regex(R"(<link rel="stylesheet" href="static/app\.css\?v=[0-9a-f]{12}">)")))
       << r.body;
   EXPECT_NE(r.body.find("id=\"login\""), std::string::npos);  // the token prompt
 }
 
 TEST_F(DashboardTest, ServesTheBundleWithContentTypes) {
-  for (auto [name, type] : {std::pair{"app.js", "text/javascript; charset=utf-8"},
-                            std::pair{"app.css", "text/css; charset=utf-8"}}) {
+  for (auto [name, type] :
+       {std::pair{"app.js", "text/javascript; charset=utf-8"}, std::pair{"app.css", "text/css; charset=utf-8"}}) {
     SCOPED_TRACE(name);
     const std::string on_disk = ReadFile(kAssetDir / name);
     ASSERT_GT(on_disk.size(), 1000u);

@@ -49,17 +49,22 @@ TEST(HasTokenCookieTest, RefusesWrongOrMissing) {
 
 TEST(HasTokenCookieTest, OriginMustBeTheHost) {
   const char* cookie = "cohort_token=tok";
-  EXPECT_TRUE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://127.0.0.1:8265"}}),
-                             "cohort_token", "tok"));
-  EXPECT_TRUE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "Dash.Example:443"}, {"Origin", "https://dash.example:443"}}),
-                             "cohort_token", "tok"));
-  EXPECT_FALSE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://evil.example"}}),
-                              "cohort_token", "tok"));
-  EXPECT_FALSE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://127.0.0.1:8266"}}),
-                              "cohort_token", "tok"));
+  EXPECT_TRUE(
+      HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://127.0.0.1:8265"}}),
+                     "cohort_token", "tok"));
+  EXPECT_TRUE(HasTokenCookie(
+      Headers({{"Cookie", cookie}, {"Host", "Dash.Example:443"}, {"Origin", "https://dash.example:443"}}),
+      "cohort_token", "tok"));
+  EXPECT_FALSE(
+      HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://evil.example"}}),
+                     "cohort_token", "tok"));
+  EXPECT_FALSE(
+      HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "http://127.0.0.1:8266"}}),
+                     "cohort_token", "tok"));
   EXPECT_FALSE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Host", "127.0.0.1:8265"}, {"Origin", "null"}}),
                               "cohort_token", "tok"));
-  EXPECT_FALSE(HasTokenCookie(Headers({{"Cookie", cookie}, {"Origin", "http://127.0.0.1:8265"}}), "cohort_token", "tok"));
+  EXPECT_FALSE(
+      HasTokenCookie(Headers({{"Cookie", cookie}, {"Origin", "http://127.0.0.1:8265"}}), "cohort_token", "tok"));
 }
 
 // --- the server --------------------------------------------------------------
