@@ -23,6 +23,7 @@
 #include "backends.h"
 #include "gcs/credentials.h"
 #include "gcs/gcs_store.h"
+#include "storage/storage_testing.h"
 #include "http/http_client.h"
 #include "storage/fake_gcs.h"
 
@@ -33,18 +34,7 @@ using json = nlohmann::json;
 using std::chrono::milliseconds;
 using std::chrono::seconds;
 namespace fs = std::filesystem;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
+using storage::testing::FreePort;
 
 // A FAKE GCE/GKE metadata server: the probe path and the default service
 // account's token, both requiring `Metadata-Flavor: Google` (403 otherwise)

@@ -30,47 +30,17 @@
 #include "backends.h"
 #include "cohort/storage/crc32c.h"
 #include "gcs/gcs_store.h"
+#include "storage/storage_testing.h"
 
 namespace cohort::storage::gcs {
 namespace {
 
 using std::chrono::milliseconds;
 namespace fs = std::filesystem;
-
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-bool PortAnswers(int port) {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
-  ::close(fd);
-  return ok;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-std::string RandomData(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
+using storage::testing::FreePort;
+using storage::testing::PortAccepts;
+using storage::testing::RandomData;
+using storage::testing::ReadLocalFile;
 
 class GcsEmulatorTest : public ::testing::Test {
  protected:
@@ -129,7 +99,7 @@ class GcsEmulatorTest : public ::testing::Test {
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
       bool up = false, died = false;
       while (std::chrono::steady_clock::now() < deadline) {
-        if (PortAnswers(port)) {
+        if (PortAccepts(port)) {
           up = true;
           break;
         }
@@ -147,7 +117,7 @@ class GcsEmulatorTest : public ::testing::Test {
       if (!died) Stop();
       pid_ = 0;
     }
-    if (port_ == 0) setup_error_ = new std::string("the GCS emulator did not start within 10 s:\n" + ReadFile(log));
+    if (port_ == 0) setup_error_ = new std::string("the GCS emulator did not start within 10 s:\n" + ReadLocalFile(log));
   }
 
   static void Stop() {
@@ -231,7 +201,7 @@ TEST_F(GcsEmulatorTest, MediaUploadDownloadAndMetadata) {
   auto file = store_->GetToFile(bucket_, "dir/hello.txt", dst, {});
   ASSERT_TRUE(file.ok()) << file.status().ToString();
   EXPECT_EQ(file->crc32c, "yZRlqg==");  // x-goog-hash was present and matched
-  EXPECT_EQ(ReadFile(dst), "hello world");
+  EXPECT_EQ(ReadLocalFile(dst), "hello world");
 
   auto empty = store_->PutBuffer(bucket_, "empty", "", {});
   ASSERT_TRUE(empty.ok()) << empty.status().ToString();
@@ -252,7 +222,7 @@ TEST_F(GcsEmulatorTest, SinglePutResumableUpload) {
   const std::string dst = (dir_ / "dst.bin").string();
   auto got = store->GetToFile(bucket_, "ckpt/step1.bin", dst, {});
   ASSERT_TRUE(got.ok()) << got.status().ToString();
-  EXPECT_TRUE(ReadFile(dst) == data);
+  EXPECT_TRUE(ReadLocalFile(dst) == data);
 }
 
 TEST_F(GcsEmulatorTest, ChunkedResumableIsNotReportedAsWritten) {

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "storage/fake_gcs.h"
+#include "storage/storage_testing.h"
 
 namespace cohort::storage::gcs {
 namespace {
@@ -24,29 +25,12 @@ namespace {
 using fake::FakeGcsServer;
 using Op = FakeGcsServer::Op;
 namespace fs = std::filesystem;
+using storage::testing::FreePort;
+using storage::testing::RandomData;
+using storage::testing::ReadLocalFile;
 
 constexpr uint64_t kKiB = 1024;
 constexpr uint64_t kChunk = 256 * kKiB;
-
-std::string RandomData(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::string s(n, '\0');
-  for (auto& c : s) c = static_cast<char>(rng());
-  return s;
-}
-
-// A port nothing listens on (bound once, then closed): connections are refused.
-int FreePort() {
-  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
 
 RetryPolicy FastRetry() {
   RetryPolicy p;
@@ -55,11 +39,6 @@ RetryPolicy FastRetry() {
   p.total_deadline = std::chrono::milliseconds(5000);
   p.max_attempts = 6;
   return p;
-}
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
 }
 
 class GcsStoreTest : public ::testing::Test {
@@ -182,7 +161,7 @@ TEST_F(GcsStoreTest, FileRoundTripLeavesNoTempFiles) {
   ASSERT_TRUE(got.ok()) << got.status().ToString();
   EXPECT_EQ(got->size_bytes, data.size());
   EXPECT_EQ(got->crc32c, put->crc32c);
-  EXPECT_TRUE(ReadFile(dst) == data);
+  EXPECT_TRUE(ReadLocalFile(dst) == data);
   EXPECT_EQ(FilesInDir().size(), 2u);  // src.bin, sub/
   EXPECT_EQ(std::distance(fs::directory_iterator(dir_ / "sub"), fs::directory_iterator()), 1);
 
@@ -446,7 +425,7 @@ TEST_F(GcsStoreTest, DownloadResumesAfterACutConnection) {
   auto r = store_->GetToFile("bkt", "obj", dst, {});
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(r->generation, gen);
-  EXPECT_TRUE(ReadFile(dst) == data);
+  EXPECT_TRUE(ReadLocalFile(dst) == data);
   auto log = fake_.log();
   ASSERT_EQ(log.size(), 2u);
   EXPECT_EQ(log[1].range, "bytes=100000-");

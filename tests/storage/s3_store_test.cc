@@ -32,24 +32,12 @@ class S3StoreTest : public ::testing::Test {
     skip_reason_ = new std::string;
     const std::string tools = t::EnsureS3Tools(skip_reason_);
     if (tools.empty()) return;
-    data_dir_ = new t::TempDir;
-    port_ = t::FreePort();
-    const std::string log = data_dir_->path() + "/s3rver.log";
-    std::filesystem::create_directories(data_dir_->path() + "/data");
-    pid_ = t::Spawn({"node", "--openssl-legacy-provider", "node_modules/s3rver/bin/s3rver.js", "-d",
-                     data_dir_->path() + "/data", "-a", "127.0.0.1", "-p", std::to_string(port_),
-                     "--configure-bucket", kBucket, "-s"},
-                    tools, log);
-    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
-    while (!t::PortAccepts(port_)) {
-      if (t::ProcessExited(pid_) || std::chrono::steady_clock::now() > deadline) {
-        *skip_reason_ = "s3rver did not start within 10 s; its log:\n" + t::ReadFileOrEmpty(log);
-        t::StopProcess(pid_);
-        pid_ = -1;
-        FAIL() << *skip_reason_;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    server_ = new t::S3rver(tools, kBucket);
+    if (!server_->running()) {
+      *skip_reason_ = server_->error();
+      FAIL() << *skip_reason_;
     }
+    port_ = server_->port();
     t::BypassProxyForLoopback();
     ::setenv("AWS_ENDPOINT_URL", ("http://127.0.0.1:" + std::to_string(port_)).c_str(), 1);
     ::setenv("AWS_ACCESS_KEY_ID", "S3RVER", 1);
@@ -61,16 +49,14 @@ class S3StoreTest : public ::testing::Test {
   }
 
   static void TearDownTestSuite() {
-    t::StopProcess(pid_);
-    pid_ = -1;
-    delete data_dir_;
-    data_dir_ = nullptr;
+    delete server_;
+    server_ = nullptr;
     delete skip_reason_;
     skip_reason_ = nullptr;
   }
 
   void SetUp() override {
-    if (pid_ <= 0) GTEST_SKIP() << *skip_reason_;
+    if (server_ == nullptr || !server_->running()) GTEST_SKIP() << *skip_reason_;
     auto store = NewS3StoreFromEnv();
     ASSERT_TRUE(store.ok()) << store.status().ToString();
     env_store_ = *store;
@@ -89,9 +75,8 @@ class S3StoreTest : public ::testing::Test {
   std::string LocalPath(const std::string& name) const { return local_.path() + "/" + name; }
 
   static inline std::string* skip_reason_ = nullptr;
-  static inline t::TempDir* data_dir_ = nullptr;
+  static inline t::S3rver* server_ = nullptr;
   static inline int port_ = 0;
-  static inline pid_t pid_ = -1;
   std::shared_ptr<BlobStore> env_store_;
   std::shared_ptr<BlobStore> store_;
   t::TempDir local_;

@@ -1,8 +1,10 @@
 // Test helpers for the s3:// tests: run a command with stdin and capture its
-// stdout, install the npm tools via tools/emulators/s3/ensure.sh, pick a free
-// port, start a child process by PID (no shell, so the PID is the server's
-// own) and stop it. Header-only; used by sigv4_test.cc and s3_store_test.cc
-// on the test's main thread.
+// stdout, install the npm tools via tools/emulators/s3/ensure.sh, start a
+// child process by PID (no shell, so the PID is the server's own) and stop
+// it, run s3rver for a test suite. Free ports, temp dirs and test bytes come
+// from storage_testing.h. Header-only; used by sigv4_test.cc,
+// s3_store_test.cc, s3_faults_test.cc and remote_checkpoint_test.cc on the
+// test's main thread.
 #pragma once
 
 #include <arpa/inet.h>
@@ -23,6 +25,8 @@
 #include <string>
 #include <thread>
 #include <vector>
+
+#include "storage/storage_testing.h"
 
 namespace cohort::storage::testing {
 
@@ -83,31 +87,6 @@ inline void BypassProxyForLoopback() {
   ::setenv("no_proxy", "127.0.0.1,localhost", 1);
 }
 
-// A port that was free a moment ago on 127.0.0.1.
-inline int FreePort() {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  ::close(fd);
-  return ntohs(addr.sin_port);
-}
-
-inline bool PortAccepts(int port) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = htons(static_cast<uint16_t>(port));
-  const bool ok = ::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) == 0;
-  ::close(fd);
-  return ok;
-}
-
 // Starts argv[0] (looked up in PATH) with argv, stdout+stderr to log_path,
 // cwd = dir. The child is killed if this process dies first.
 inline pid_t Spawn(const std::vector<std::string>& argv, const std::string& dir,
@@ -151,43 +130,49 @@ inline bool ProcessExited(pid_t pid) {
   return ::waitpid(pid, &status, WNOHANG) == pid;
 }
 
-inline std::string ReadFileOrEmpty(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
+inline std::string ReadFileOrEmpty(const std::string& path) { return ReadLocalFile(path); }
 
-// Deterministic pseudo-random bytes.
-inline std::string PatternBytes(size_t n, uint32_t seed) {
-  std::string s(n, '\0');
-  uint32_t x = seed * 2654435761u + 12345;
-  for (size_t i = 0; i < n; ++i) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    s[i] = static_cast<char>(x & 0xff);
-  }
-  return s;
-}
+// A fresh directory under the test temp dir, removed by the destructor.
+using TempDir = ScratchDir;
 
-// A fresh directory under $TMPDIR (or /tmp), removed by the destructor.
-class TempDir {
+// s3rver (from the npm tool directory that EnsureS3Tools returns) on a free
+// 127.0.0.1 port with its own data directory, `bucket` configured, silent.
+// running() is false when it did not accept connections within 10 s; error()
+// then holds its log. The destructor stops it by PID and removes the data.
+class S3rver {
  public:
-  TempDir() {
-    const char* base = std::getenv("TMPDIR");
-    std::string tmpl = std::string(base && *base ? base : "/tmp") + "/cohort_s3_test_XXXXXX";
-    char* p = ::mkdtemp(tmpl.data());
-    path_ = p ? p : "";
+  S3rver(const std::string& tools, const std::string& bucket) {
+    port_ = FreePort();
+    const std::string log = data_dir_.path() + "/s3rver.log";
+    std::filesystem::create_directories(data_dir_.path() + "/data");
+    pid_ = Spawn({"node", "--openssl-legacy-provider", "node_modules/s3rver/bin/s3rver.js", "-d",
+                  data_dir_.path() + "/data", "-a", "127.0.0.1", "-p", std::to_string(port_),
+                  "--configure-bucket", bucket, "-s"},
+                 tools, log);
+    const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    while (!PortAccepts(port_)) {
+      if (ProcessExited(pid_) || std::chrono::steady_clock::now() > deadline) {
+        error_ = "s3rver did not start within 10 s; its log:\n" + ReadFileOrEmpty(log);
+        StopProcess(pid_);
+        pid_ = -1;
+        return;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(20));
+    }
   }
-  ~TempDir() {
-    std::error_code ec;
-    if (!path_.empty()) std::filesystem::remove_all(path_, ec);
-  }
-  const std::string& path() const { return path_; }
+  ~S3rver() { StopProcess(pid_); }
+  S3rver(const S3rver&) = delete;
+  S3rver& operator=(const S3rver&) = delete;
+
+  bool running() const { return pid_ > 0; }
+  int port() const { return port_; }
+  const std::string& error() const { return error_; }
 
  private:
-  std::string path_;
+  TempDir data_dir_;  // destroyed after the destructor has stopped the server
+  int port_ = 0;
+  pid_t pid_ = -1;
+  std::string error_;
 };
 
 }  // namespace cohort::storage::testing
