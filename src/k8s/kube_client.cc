@@ -1,4 +1,5 @@
 // Kubernetes API client (see cohort/k8s/kube_client.h).
+#include "cohort/common/base64.h"
 #include "cohort/k8s/kube_client.h"
 
 #include <curl/curl.h>
@@ -32,21 +33,10 @@ std::string Trim(std::string s) {
   return s;
 }
 
+// Base64 data of a kubeconfig or Secret; "" when malformed.
 std::string Base64Decode(const std::string& in) {
-  static const std::string kChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
   std::string out;
-  int val = 0, bits = -8;
-  for (unsigned char ch : in) {
-    auto pos = kChars.find(static_cast<char>(ch));
-    if (pos == std::string::npos) continue;
-    val = (val << 6) + static_cast<int>(pos);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out;
+  return cohort::Base64Decode(in, &out) ? out : std::string();
 }
 
 std::string UrlEncode(const std::string& s) {

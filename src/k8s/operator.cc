@@ -1,4 +1,5 @@
 // The CohortCluster operator loop (see cohort/k8s/operator.h).
+#include "cohort/common/base64.h"
 #include "cohort/k8s/operator.h"
 
 #include <curl/curl.h>
@@ -29,22 +30,6 @@ std::string RandomHex(int bytes) {
   return out;
 }
 
-std::string B64Decode(const std::string& in) {
-  static const std::string kChars = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-  std::string out;
-  int val = 0, bits = -8;
-  for (unsigned char ch : in) {
-    auto pos = kChars.find(static_cast<char>(ch));
-    if (pos == std::string::npos) continue;
-    val = (val << 6) + static_cast<int>(pos);
-    bits += 6;
-    if (bits >= 0) {
-      out.push_back(static_cast<char>((val >> bits) & 0xFF));
-      bits -= 8;
-    }
-  }
-  return out;
-}
 
 size_t Collect(char* p, size_t s, size_t n, void* ud) {
   static_cast<std::string*>(ud)->append(p, s * n);
@@ -118,8 +103,9 @@ std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const jso
   std::string token;
   for (const auto& s : secrets)
     if (s["metadata"].value("name", "") == TokenSecretName(name)) {
-      if (s.contains("data") && s["data"].contains("token")) token = B64Decode(s["data"]["token"].get<std::string>());
-      else if (s.contains("stringData") && s["stringData"].contains("token")) token = s["stringData"]["token"];
+      if (s.contains("data") && s["data"].contains("token")) {
+        if (!cohort::Base64Decode(s["data"]["token"].get<std::string>(), &token)) token.clear();
+      } else if (s.contains("stringData") && s["stringData"].contains("token")) token = s["stringData"]["token"];
     }
   std::string port = std::to_string(kDashboardPort);
   const json& hp = cluster["spec"]["headGroupSpec"]["startParams"];

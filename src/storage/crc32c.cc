@@ -1,7 +1,7 @@
 // CRC32C and base64 helpers; see include/cohort/storage/crc32c.h.
 #include "cohort/storage/crc32c.h"
 
-#include <openssl/evp.h>
+#include "cohort/common/base64.h"
 
 #include <array>
 #include <cstring>
@@ -75,30 +75,9 @@ uint32_t Crc32cExtend(uint32_t crc, const void* data, size_t size_bytes) {
   return ~crc;
 }
 
-std::string Base64Encode(std::string_view bytes) {
-  std::string out(4 * ((bytes.size() + 2) / 3), '\0');
-  int n = EVP_EncodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(bytes.data()),
-                          static_cast<int>(bytes.size()));
-  out.resize(static_cast<size_t>(n));
-  return out;
-}
+std::string Base64Encode(std::string_view bytes) { return cohort::Base64Encode(bytes); }
 
-bool Base64Decode(std::string_view text, std::string* bytes) {
-  if (text.size() % 4 != 0) return false;
-  std::string out(3 * text.size() / 4, '\0');
-  int n = EVP_DecodeBlock(reinterpret_cast<unsigned char*>(out.data()),
-                          reinterpret_cast<const unsigned char*>(text.data()),
-                          static_cast<int>(text.size()));
-  if (n < 0) return false;
-  size_t len = static_cast<size_t>(n);
-  // EVP_DecodeBlock counts padding as zero bytes: drop them.
-  if (!text.empty() && text.back() == '=') --len;
-  if (text.size() >= 2 && text[text.size() - 2] == '=') --len;
-  out.resize(len);
-  *bytes = std::move(out);
-  return true;
-}
+bool Base64Decode(std::string_view text, std::string* bytes) { return cohort::Base64Decode(text, bytes); }
 
 std::string Crc32cToBase64(uint32_t crc) {
   const char be[4] = {static_cast<char>(crc >> 24), static_cast<char>(crc >> 16),

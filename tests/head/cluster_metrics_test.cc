@@ -9,7 +9,7 @@
 #include <optional>
 #include <sstream>
 
-#include "cluster.h"
+#include "cluster_fixture.h"
 
 namespace cohort::head {
 namespace {
@@ -17,17 +17,7 @@ namespace {
 namespace fs = std::filesystem;
 using json = nlohmann::json;
 
-class FakeSession : public rpc::AgentSession {
- public:
-  explicit FakeSession(std::string id) : id_(std::move(id)) {}
-  bool Send(const rpc::HeadMessage&) override { return true; }
-  void Close() override {}
-  const std::string& peer() const override { return peer_; }
-  const std::string& node_id() const override { return id_; }
-
- private:
-  std::string id_, peer_ = "ipv4:127.0.0.1:1";
-};
+using testing::FakeSession;
 
 // The value of the sample written exactly as `series` ("name{a=\"b\"}").
 std::optional<double> Value(const std::string& text, const std::string& series) {
@@ -38,50 +28,8 @@ std::optional<double> Value(const std::string& text, const std::string& series) 
   return std::nullopt;
 }
 
-class ClusterMetricsTest : public ::testing::Test {
+class ClusterMetricsTest : public testing::ClusterFixture {
  protected:
-  void SetUp() override {
-    dir_ = fs::temp_directory_path() / ("cohort_cluster_metrics_test_" + std::to_string(getpid()) + "_" +
-                                        ::testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir_);
-    fs::create_directories(dir_);
-    state_ = std::move(StateStore::Open((dir_ / "cohort.db").string())).value();
-    logs_ = std::move(LogStore::Open((dir_ / "logs").string())).value();
-    HeadOptions o;
-    o.state_dir = dir_.string();
-    cluster_ = std::make_unique<Cluster>(o, state_.get(), logs_.get());
-    ASSERT_TRUE(cluster_->Recover().ok());
-  }
-  void TearDown() override {
-    cluster_.reset();
-    logs_.reset();
-    state_.reset();
-    fs::remove_all(dir_);
-  }
-  std::shared_ptr<FakeSession> Join(const std::string& id, double cpus) {
-    auto session = std::make_shared<FakeSession>(id);
-    rpc::Register reg;
-    reg.set_node_id(id);
-    reg.set_address("10.0.0.1");
-    (*reg.mutable_resources())["CPU"] = cpus;
-    EXPECT_TRUE(cluster_->OnRegister(reg, session).has_registered());
-    sessions_.push_back(session);
-    return session;
-  }
-  std::string Submit(const json& body) {
-    auto reply = cluster_->Submit(body.dump());
-    EXPECT_EQ(reply.status, 200) << reply.body;
-    return json::parse(reply.body)["submission_id"];
-  }
-  void Exit(FakeSession& s, const std::string& id, int attempt, int rank, int code) {
-    rpc::AgentMessage m;
-    auto* e = m.mutable_worker_exited();
-    e->set_job_id(id);
-    e->set_attempt(attempt);
-    e->set_rank(rank);
-    e->set_exit_code(code);
-    cluster_->OnMessage(s, m);
-  }
   void Report(FakeSession& s, const std::string& id, int rank, const std::vector<std::string>& lines) {
     rpc::AgentMessage m;
     auto* r = m.mutable_metrics();
@@ -95,12 +43,6 @@ class ClusterMetricsTest : public ::testing::Test {
     cluster_->WritePrometheus(w);
     return w.Take();
   }
-
-  fs::path dir_;
-  std::unique_ptr<StateStore> state_;
-  std::unique_ptr<LogStore> logs_;
-  std::unique_ptr<Cluster> cluster_;
-  std::vector<std::shared_ptr<FakeSession>> sessions_;
 };
 
 TEST_F(ClusterMetricsTest, NodesJobsCountersAndHistograms) {

@@ -16,35 +16,12 @@
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-cache="${COHORT_NPM_CACHE:-${HOME:-/tmp}/.cache/cohort/npm}/browser"
 chromium="${COHORT_CHROMIUM:-/usr/bin/chromium}"
-
-if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
-  echo "ensure.sh: node/npm not found on PATH" >&2
-  exit 2
-fi
-
-stamp() {
-  { cat "$here/package.json"; [[ ! -f "$here/package-lock.json" ]] || cat "$here/package-lock.json"; } |
-    sha256sum | cut -d' ' -f1
-}
-
-recently_failed() {  # $1: what failed
-  [[ -f "$cache/.failed" && "$(cat "$cache/.failed")" == "$1" ]] &&
-    (( $(date +%s) - $(stat -c %Y "$cache/.failed") < 600 ))
-}
-
-ready() {
-  [[ -f "$cache/node_modules/playwright-core/package.json" ]] &&
-    [[ "$(cat "$cache/.installed" 2>/dev/null)" == "$(stamp)" ]]
-}
-
-mkdir -p "$cache"
-exec 9>"$cache/.lock"
-flock 9
+source "$here/../npm_cache.sh"
+npm_cache_init browser
 
 if [[ ! -x "$chromium" ]]; then
-  if recently_failed "chromium"; then
+  if npm_cache_recently_failed chromium; then
     echo "ensure.sh: installing chromium failed less than 10 minutes ago; not retrying yet (rm $cache/.failed to force)" >&2
     exit 4
   fi
@@ -67,28 +44,6 @@ if [[ ! -x "$chromium" ]]; then
   fi
 fi
 
-if ! ready; then
-  if recently_failed "$(stamp)"; then
-    echo "ensure.sh: npm install failed in $cache less than 10 minutes ago; not retrying yet (rm $cache/.failed to force)" >&2
-    exit 3
-  fi
-  cp "$here/package.json" "$cache/package.json"
-  if [[ -f "$here/package-lock.json" ]]; then
-    cp "$here/package-lock.json" "$cache/package-lock.json"
-  else
-    rm -f "$cache/package-lock.json"
-  fi
-  # playwright-core never downloads a browser; this only fetches the package.
-  if ! (cd "$cache" && npm install --no-audit --no-fund >&2); then
-    stamp >"$cache/.failed"
-    echo "ensure.sh: npm install failed in $cache (is the npm registry reachable?)" >&2
-    exit 3
-  fi
-  rm -f "$cache/.failed"
-  stamp >"$cache/.installed"
-  if ! ready; then
-    echo "ensure.sh: npm install in $cache did not produce playwright-core" >&2
-    exit 3
-  fi
-fi
+# playwright-core never downloads a browser; this only fetches the package.
+npm_cache_install "$here" playwright-core/package.json
 echo "$cache"
