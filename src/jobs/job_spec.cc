@@ -11,6 +11,7 @@
 #include <random>
 
 #include "cohort/jobs/job.h"
+#include "cohort/common/json.h"
 #include "json_util.h"
 
 namespace cohort::jobs {
@@ -311,16 +312,9 @@ Resources EntrypointResources::ToDemand() const {
 }
 
 Result<JobSpec> ParseSubmitRequest(std::string_view body) {
-  OJson parsed;
-  try {
-    parsed = OJson::parse(body.begin(), body.end());
-  } catch (const nlohmann::json::parse_error& e) {
-    // e.what() is "[json.exception.parse_error.101] parse error at line 1, ..."
-    std::string why = e.what();
-    if (size_t p = why.find("] "); p != std::string::npos) why = why.substr(p + 2);
-    // The parser quotes what it read last, which may be invalid UTF-8.
-    return Status::InvalidArgument("request body is not a JSON object: " + internal::SanitizeUtf8(why));
-  }
+  auto result = ParseJson<OJson>(body);
+  if (!result.ok()) return Status::InvalidArgument("request body is not a JSON object: " + result.status().message());
+  OJson parsed = std::move(result).value();
   if (!parsed.is_object()) {
     return Status::InvalidArgument("request body is not a JSON object: got " +
                                    std::string(parsed.is_null() ? "null" : parsed.type_name()));
