@@ -16,6 +16,7 @@
 #include <random>
 
 #include "agent_impl.h"
+#include "cohort/common/atomic_file.h"
 #include "cohort/common/logging.h"
 #include "node_info.h"
 #include "package.h"
@@ -52,21 +53,6 @@ std::string NewNodeId() {
     id += hex[v & 15];
   }
   return id;
-}
-
-// Writes `content` to `path` through a temporary file and a rename.
-Status WriteFileAtomically(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) return Status::IoError("cannot write " + tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    return Status::IoError("cannot rename " + tmp + " to " + path + ": " + std::strerror(errno));
-  }
-  return Status::Ok();
 }
 
 }  // namespace
@@ -164,6 +150,12 @@ Status Agent::Impl::Start() {
       base_env_.emplace(std::string(entry.substr(0, eq)), std::string(entry.substr(eq + 1)));
     }
     base_env_.erase("COHORT_REPORT_PATH");
+    // Workers never inherit the cluster's credentials: not the token
+    // variables, nor any variable that holds the token under another name
+    // (the head gives each job its own COHORT_JOB_TOKEN instead).
+    for (const char* name : {"COHORT_TOKEN", "COHORT_JOB_TOKEN", "COHORT_TOKEN_FILE"}) base_env_.erase(name);
+    if (!options_.cluster_token.empty())
+      std::erase_if(base_env_, [&](const auto& kv) { return kv.second.find(options_.cluster_token) != std::string::npos; });
 
     client_ = rpc::NewHeadClient(options_.head_address);
     Supervisor::Options sup;

@@ -18,6 +18,7 @@
 #include <chrono>
 
 #include "agent_impl.h"
+#include "cohort/common/atomic_file.h"
 #include "cohort/common/logging.h"
 
 namespace cohort::agent {
@@ -263,13 +264,8 @@ void Agent::Impl::AdoptRegistration(const rpc::Registered& registered) {
     node_id_ = id;
   }
   // The head's choice is kept for the next start.
-  std::string path = options_.state_dir + "/node_id";
-  std::string tmp = path + ".tmp";
-  FILE* f = std::fopen(tmp.c_str(), "w");
-  if (f != nullptr) {
-    std::fprintf(f, "%s\n", id.c_str());
-    bool ok = std::fclose(f) == 0 && std::rename(tmp.c_str(), path.c_str()) == 0;
-    if (!ok) COHORT_LOG(WARN) << "agent: cannot save the node id in " << path;
+  if (Status s = WriteFileAtomically(options_.state_dir + "/node_id", id + "\n"); !s.ok()) {
+    COHORT_LOG(WARN) << "agent: cannot save the node id: " << s.message();
   }
 }
 

@@ -1,185 +1,145 @@
-// Cluster: the head's state -- nodes and jobs -- and every decision about
-// them: registration and liveness of agents, gang placement of jobs, worker
-// starts and exits, restarts after failures, stops, and persistence.
+// Cluster: the head's control state behind one lock, and the entry points
+// every other thread uses to reach it.
 //
-// Callers: the gRPC threads (through the rpc::HeadHandler methods), the HTTP
-// loop (the API methods), and the head's tick thread (Tick()). All state is
-// guarded by mu_; nothing blocks on the network while holding it (sends are
-// queued by AgentSession::Send).
+// The parts (each in its own file, each with its own tests):
+//   NodeTable        node_table.h        agents, resources, liveness
+//   JobManager       job_manager.h       job lifecycle, placement, restarts
+//   EventLog         event_log.h         recent cluster events
+//   MetricsIngest    metrics_ingest.h    trainers' report lines, last values
+//   StateWriter      state_writer.h      state-store writes, sticky failure
+//   PackageStore     package_store.h     working_dir packages (own locking)
+//   ResultsFinalizer results_finalizer.h bucket listings on the work pool
+//   WorkPool         work_pool.h         threads for slow work
+//   JobTokens        job_tokens.h        per-job credentials
+//   Clock            clock.h             time (FakeClock in tests)
 //
-// Invariants:
-//   1. jobs_[id].record is what the state store holds for id (written on
-//      every change, before the change is visible through the API).
-//   2. A RUNNING job's workers are those of record.attempt; messages of older
-//      attempts only update logs.
-//   3. A node's used resources are the sum of the live (not exited) workers
-//      placed on it.
+// THREADING CONTRACT
+//   - One mutex, mu_ (the control lock), guards the node table, the job
+//     manager, the event log and the metrics ingest. clang's -Wthread-safety
+//     checks it (GUARDED_BY below; tests/head/thread_safety.sh is a ctest).
+//   - Callers: gRPC threads (agent messages), the HTTP loop (API), and the
+//     head's tick thread (Tick). Each takes mu_ for the state change only.
+//   - Nothing blocks while holding mu_: agent sends are queued by the
+//     sessions; bucket listings, package checks and writes, and log reads run
+//     without it (work pool / the caller's thread), and their results come
+//     back through Tick (ResultsFinalizer::Take) or the HTTP responder.
+//   - Lock order: mu_ before the leaf locks of ResultsFinalizer, WorkPool,
+//     StateWriter and LogStore; none of those calls back into the Cluster.
 #pragma once
 
-#include <chrono>
-#include <deque>
-#include <map>
 #include <memory>
-#include <mutex>
-#include <optional>
-#include <set>
 #include <string>
-#include <vector>
 
 #include <nlohmann/json.hpp>
 
+#include "clock.h"
 #include "cohort/common/prometheus.h"
+#include "cohort/common/thread_annotations.h"
 #include "cohort/head/head_server.h"
 #include "cohort/head/log_store.h"
 #include "cohort/head/state_store.h"
-#include "cohort/jobs/job.h"
-#include "cohort/scheduler/scheduler.h"
+#include "event_log.h"
+#include "job_manager.h"
+#include "job_tokens.h"
+#include "metrics_ingest.h"
 #include "net/rpc/head_server.h"
+#include "node_table.h"
+#include "package_store.h"
+#include "results_finalizer.h"
+#include "state_writer.h"
+#include "work_pool.h"
 
 namespace cohort::head {
+
+// What the Cluster takes from outside, for tests to replace.
+struct ClusterDeps {
+  const Clock* clock = RealClock();
+  // Lists a results URI (default: storage::ListAll, recursive).
+  ResultsFinalizer::Lister lister;
+  std::chrono::milliseconds listing_deadline{180000};
+  size_t pool_threads = 4;
+  size_t pool_queue = 256;
+};
+
 
 class Cluster : public rpc::HeadHandler {
  public:
   using json_t = nlohmann::json;
-  using Clock = std::chrono::steady_clock;
 
-  Cluster(HeadOptions options, StateStore* state, LogStore* logs);
+  using Deps = ClusterDeps;
+
+  Cluster(HeadOptions options, StateStore* state, LogStore* logs, Deps deps = {});
+  ~Cluster() override;
 
   // Loads jobs and nodes persisted by a previous head process.
-  Status Recover();
+  Status Recover() EXCLUDES(mu_);
 
   // --- rpc::HeadHandler (gRPC threads) --------------------------------------
   rpc::HeadMessage OnRegister(const rpc::Register& reg,
-                              const std::shared_ptr<rpc::AgentSession>& session) override;
-  void OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg) override;
-  void OnDisconnect(rpc::AgentSession& session, const Status& why) override;
+                              const std::shared_ptr<rpc::AgentSession>& session) override EXCLUDES(mu_);
+  void OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg) override EXCLUDES(mu_);
+  void OnDisconnect(rpc::AgentSession& session, const Status& why) override EXCLUDES(mu_);
   Status GetPackage(const rpc::GetPackageRequest& request, std::string* zip_bytes) override;
 
   // --- API (HTTP loop) --------------------------------------------------------
-  // The HTTP status and body for each Ray route; see docs/api.md.
+  // The HTTP status (HttpStatusOf for errors) and body of each route; see
+  // docs/api.md. `admin`: the caller holds the cluster token (job tokens see
+  // runtime_env.env_vars values hidden).
   struct Reply {
     int status = 200;
     std::string body;
     bool json = true;
   };
-  Reply Submit(const std::string& body);
-  Reply GetJob(const std::string& id);
-  Reply ListJobs();
-  Reply StopJob(const std::string& id);
-  Reply DeleteJob(const std::string& id);
-  Reply JobLogs(const std::string& id);
-  Reply JobMetrics(const std::string& id, int64_t since);
-  Reply ClusterStatus();
-  // Cluster events (node joined/left/dead, job status changes), newest last;
-  // kept in memory, the last kMaxEvents.
-  Reply Events(int64_t since);
-  static constexpr size_t kMaxEvents = 1000;
-  // The cluster's Prometheus families (nodes, jobs, placement latencies, the
-  // trainers' last reported values); see docs/cluster.md "Metrics". In
-  // cluster_metrics.cc.
-  void WritePrometheus(prom::Writer& w);
+  Reply Submit(const std::string& body) EXCLUDES(mu_);
+  Reply GetJob(const std::string& id, bool admin = true) EXCLUDES(mu_);
+  Reply ListJobs(bool admin = true) EXCLUDES(mu_);
+  Reply StopJob(const std::string& id) EXCLUDES(mu_);
+  Reply DeleteJob(const std::string& id) EXCLUDES(mu_);
+  Reply JobLogs(const std::string& id) EXCLUDES(mu_);
+  Reply JobMetrics(const std::string& id, int64_t since) EXCLUDES(mu_);
+  Reply ClusterStatus() EXCLUDES(mu_);
+  Reply Events(int64_t since) EXCLUDES(mu_);
+  // 200 {"ok":true}, or 503 {"ok":false,"reason":...} once the state store
+  // failed (sticky; see state_writer.h).
+  Reply Health() const;
+  void WritePrometheus(prom::Writer& w) EXCLUDES(mu_);  // cluster_metrics.cc
   Reply PackageExists(const std::string& name);
+  // Checks and stores a package: slow, call it off the HTTP loop (the head
+  // runs it on pool()).
   Reply PutPackage(const std::string& name, const std::string& body);
   // For the log tail: OK + terminal flag, or NotFound.
-  Result<bool> JobIsTerminal(const std::string& id);
+  Result<bool> JobIsTerminal(const std::string& id) EXCLUDES(mu_);
 
-  // Periodic work (tick thread): node timeouts, stop deadlines, re-attach
-  // deadlines, placement of pending jobs; then the results listings of
-  // jobs that finished (object-store I/O, done without holding mu_).
-  void Tick();
+  // Periodic work (tick thread): node timeouts, finished listings, stop and
+  // re-attach deadlines, placement of pending jobs.
+  void Tick() EXCLUDES(mu_);
+
+  WorkPool& pool() { return *pool_; }
+  const JobTokens* tokens() const { return &tokens_; }
+  StateWriter& state_writer() { return writer_; }
+  // Tests.
+  std::set<int> TEST_PortsInUse() EXCLUDES(mu_);
 
  private:
-  struct Node {
-    std::string node_id;
-    std::string address;
-    std::string hostname;
-    jobs::Resources total;
-    std::map<std::string, std::string> labels;
-    bool alive = false;
-    Clock::time_point last_seen;
-    int64_t first_seen_ms = 0;
-    int64_t last_seen_ms = 0;
-    std::shared_ptr<rpc::AgentSession> session;  // null while disconnected
-  };
-  struct Worker {  // one rank of a job's current attempt
-    std::string node_id;
-    jobs::Resources resources;
-    std::vector<int> gpu_ids;  // the node's GPUs this worker holds
-    bool live = false;    // started and not yet exited (holds resources)
-    bool exited = false;
-    int exit_code = 0;
-    int signal = 0;
-  };
-  struct Job {
-    jobs::JobRecord record;
-    std::vector<Worker> workers;                   // by rank, current attempt
-    int failures = 0;                              // restarts consumed
-    std::optional<Clock::time_point> stop_deadline;   // SIGKILL sent by agents after grace
-    std::optional<Clock::time_point> reattach_deadline;
-    std::string checkpoint_dir, results_dir;
-    // Every worker succeeded and the results in results_uri are being listed;
-    // the job turns SUCCEEDED (with the listing) or FAILED after that.
-    bool finalizing = false;
-    int64_t pending_since_ms = 0;  // when a restart made it PENDING again (0: not restarted here)
-    // The last value of each numeric key its trainer reported, by (rank, key)
-    // (cluster_metrics.cc; at most kMaxMetricSeriesPerJob).
-    std::map<std::pair<int, std::string>, double> last_metrics;
-  };
-
-  // All REQUIRE mu_ held.
-  void Persist(Job& job, const std::string& event_message = "");
-  void AppendLog(const std::string& id, const std::string& text);
-  void TrySchedule();
-  bool TryPlace(Job& job);
-  void StartWorkers(Job& job, const std::vector<std::string>& node_of_rank);
-  void OnWorkerStarted(const rpc::WorkerStarted& m);
-  void OnWorkerExited(const rpc::WorkerExited& m);
-  void FailAttempt(Job& job, const std::string& cause, std::optional<int> exit_code);
-  void StopAttemptWorkers(Job& job, int attempt);
-  void FinishStopped(Job& job);
-  void MarkNodeDead(Node& node, const std::string& why);
-  void PersistNode(const Node& node);
-  void FinishResultListings();  // REQUIRES: mu_ NOT held
-  void TickLocked();
-  json_t Details(const Job& job) const;
-  std::vector<scheduler::NodeSnapshot> Snapshot() const;
-  Job* FindJob(const std::string& id);
-  std::string PackagePath(const std::string& name) const;
-  int PickMasterPort();
-  static int64_t NowMs();
+  static Reply FromStatus(const Status& st);
+  static Reply JsonReply(int status, const json_t& body);
 
   const HeadOptions options_;
-  StateStore* const state_;
+  const Deps deps_;
   LogStore* const logs_;
+  StateStore* const store_;
+  StateWriter writer_;  // own synchronisation (see state_writer.h)
+  PackageStore packages_;  // thread-safe
+  JobTokens tokens_;  // set by Recover() before any other call; immutable after
+  // Thread-safe. ~Cluster stops the pool first: its tasks use finalizer_.
+  std::unique_ptr<WorkPool> pool_;
+  std::unique_ptr<ResultsFinalizer> finalizer_;
 
-  mutable std::mutex mu_;
-  std::map<std::string, Node> nodes_;       // GUARDED_BY(mu_)
-  std::map<std::string, Job> jobs_;         // GUARDED_BY(mu_)
-  std::vector<std::string> job_order_;      // GUARDED_BY(mu_): submission order
-  std::set<int> ports_in_use_;              // GUARDED_BY(mu_)
-  std::vector<std::string> pending_listings_;  // GUARDED_BY(mu_): finalizing job ids
-  struct Event {
-    int64_t seq;
-    int64_t time_ms;
-    std::string kind;  // "node" | "job"
-    std::string id;    // node_id or job id
-    std::string message;
-  };
-  std::deque<Event> events_;  // GUARDED_BY(mu_)
-  int64_t next_event_seq_ = 1;  // GUARDED_BY(mu_)
-  void AddEvent(const std::string& kind, const std::string& id, const std::string& message);
-  uint64_t next_node_serial_ = 1;           // GUARDED_BY(mu_)
-
-  // Prometheus (cluster_metrics.cc). All REQUIRE mu_ held.
-  void RecordLastMetrics(Job& job, int rank, const json_t& report);
-  void ObservePlacement(const Job& job);  // as a job turns RUNNING
-  uint64_t jobs_submitted_ = 0;           // GUARDED_BY(mu_)
-  uint64_t job_restarts_ = 0;             // GUARDED_BY(mu_)
-  prom::Histogram submit_to_running_{prom::Histogram::LatencyBuckets()};
-  prom::Histogram placement_wait_{prom::Histogram::LatencyBuckets()};
-  std::deque<std::string> metric_jobs_;   // GUARDED_BY(mu_): jobs with last_metrics, oldest first
-  static constexpr size_t kMaxFinishedMetricJobs = 10;  // finished jobs whose values are kept
-  static constexpr size_t kMaxMetricSeriesPerJob = 1000;
+  mutable Mutex mu_;  // the control lock
+  EventLog events_ GUARDED_BY(mu_);
+  NodeTable nodes_ GUARDED_BY(mu_);
+  MetricsIngest metrics_ GUARDED_BY(mu_);
+  JobManager jobs_ GUARDED_BY(mu_);
 };
 
 }  // namespace cohort::head

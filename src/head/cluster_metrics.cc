@@ -1,9 +1,8 @@
 // Cluster's Prometheus side: the families behind the head's GET /metrics
-// (the API request counts and process_* are added by head_server.cc), the
-// trainers' last reported values and the placement latency histograms.
-// See cluster.h and docs/cluster.md "Metrics".
-#include <cmath>
-#include <limits>
+// (the API request counts and process_* are added by head_server.cc): nodes
+// here; jobs, placement latencies (JobManager::WritePrometheus) and the
+// trainers' last reported values (MetricsIngest::Write). docs/cluster.md
+// "Metrics".
 #include <set>
 
 #include "cluster.h"
@@ -13,64 +12,18 @@ namespace cohort::head {
 using jobs::JobStatus;
 using prom::Type;
 
-void Cluster::RecordLastMetrics(Job& job, int rank, const json_t& report) {
-  if (!report.is_object()) return;
-  const bool first = job.last_metrics.empty();
-  for (const auto& [key, v] : report.items()) {
-    if (key == "rank" || key == "time" || key == "attempt" || key.empty() || key.size() > 200) continue;
-    double value;
-    if (v.is_number()) value = v.get<double>();
-    else if (v.is_null()) value = std::numeric_limits<double>::quiet_NaN();  // NaN/inf are sent as null
-    else continue;
-    auto k = std::make_pair(rank, key);
-    auto it = job.last_metrics.find(k);
-    if (it != job.last_metrics.end()) it->second = value;
-    else if (job.last_metrics.size() < kMaxMetricSeriesPerJob) job.last_metrics.emplace(std::move(k), value);
-  }
-  if (!first || job.last_metrics.empty()) return;
-  const std::string& id = job.record.spec.submission_id;
-  std::erase(metric_jobs_, id);
-  metric_jobs_.push_back(id);
-  // Forget the values of finished (or deleted) jobs beyond the newest
-  // kMaxFinishedMetricJobs finished ones.
-  std::deque<std::string> kept;
-  size_t finished = 0;
-  for (auto it = metric_jobs_.rbegin(); it != metric_jobs_.rend(); ++it) {
-    Job* j = FindJob(*it);
-    if (j == nullptr) continue;
-    if (jobs::IsTerminal(j->record.status) && ++finished > kMaxFinishedMetricJobs) {
-      j->last_metrics.clear();
-      continue;
-    }
-    kept.push_front(*it);
-  }
-  metric_jobs_.swap(kept);
-}
-
-void Cluster::ObservePlacement(const Job& job) {
-  const auto& rec = job.record;
-  const int64_t now = NowMs();
-  if (rec.attempt == 0) submit_to_running_.Observe(static_cast<double>(now - rec.start_time_ms) / 1000.0);
-  // A restart's wait counts from the failure; a first attempt's from the
-  // submission. (A restarted job recovered from the state store: unknown.)
-  const int64_t since = job.pending_since_ms != 0 ? job.pending_since_ms : rec.attempt == 0 ? rec.start_time_ms : 0;
-  if (since != 0) placement_wait_.Observe(static_cast<double>(std::max<int64_t>(0, now - since)) / 1000.0);
-}
-
 void Cluster::WritePrometheus(prom::Writer& w) {
-  std::lock_guard<std::mutex> lock(mu_);
-
-  // --- nodes
+  MutexLock lock(&mu_);
   size_t alive = 0, dead = 0;
-  for (const auto& [id, node] : nodes_) (node.alive ? alive : dead)++;
+  for (const auto& [id, node] : nodes_.nodes()) (node.alive ? alive : dead)++;
   if (w.Family("cohort_nodes", Type::kGauge, "Nodes known to the head, by state.")) {
     w.Sample({{"state", "alive"}}, static_cast<double>(alive));
     w.Sample({{"state", "dead"}}, static_cast<double>(dead));
   }
-  const auto snapshot = Snapshot();
+  const auto snapshot = nodes_.Snapshot(jobs_.Used(), options_.head_node_id);
   if (w.Family("cohort_node_info", Type::kGauge, "One series per node known to the head (value 1).")) {
     for (const auto& s : snapshot) {
-      const Node& n = nodes_.at(s.node_id);
+      const Node& n = *nodes_.Find(s.node_id);
       w.Sample({{"node", s.node_id},
                 {"address", n.address},
                 {"hostname", n.hostname},
@@ -94,11 +47,18 @@ void Cluster::WritePrometheus(prom::Writer& w) {
   }
   if (w.Family("cohort_node_last_heartbeat_timestamp_seconds", Type::kGauge,
                "When the head last heard from each node's agent (unix time).")) {
-    for (const auto& [id, node] : nodes_)
+    for (const auto& [id, node] : nodes_.nodes())
       w.Sample({{"node", id}}, static_cast<double>(node.last_seen_ms) / 1000.0);
   }
+  jobs_.WritePrometheus(w);
+  metrics_.Write(w, [this](const std::string& id, bool* known) NO_THREAD_SAFETY_ANALYSIS {
+    auto t = jobs_.IsTerminal(id);  // called under mu_, inside Write
+    *known = t.ok();
+    return t.ok() && *t;
+  });
+}
 
-  // --- jobs
+void JobManager::WritePrometheus(prom::Writer& w) const {
   std::map<JobStatus, size_t> by_status;
   size_t pending_bundles = 0;
   jobs::Resources pending_resources;
@@ -133,26 +93,6 @@ void Cluster::WritePrometheus(prom::Writer& w) {
   if (w.Family("cohort_pending_demand_resources", Type::kGauge,
                "Resources the PENDING jobs' bundles ask for, summed (CPU in cores, GPU in devices, memory in bytes).")) {
     for (const auto& [k, v] : pending_resources.amounts) w.Sample({{"resource", k}}, v);
-  }
-
-  // --- the trainers' last reported values: running (and pending, restarting)
-  // jobs, plus the newest kMaxFinishedMetricJobs finished ones.
-  if (w.Family("cohort_job_metric", Type::kGauge,
-               "The last value of each numeric key a job's trainer reported (cohort.report / the C++ "
-               "Reporter), by job, rank and key (name). NaN when it reported NaN or an infinity.")) {
-    std::vector<const Job*> shown;
-    std::set<std::string> seen;
-    size_t finished = 0;
-    for (auto it = metric_jobs_.rbegin(); it != metric_jobs_.rend(); ++it) {
-      auto j = jobs_.find(*it);
-      if (j == jobs_.end() || !seen.insert(*it).second) continue;
-      if (jobs::IsTerminal(j->second.record.status) && ++finished > kMaxFinishedMetricJobs) continue;
-      shown.push_back(&j->second);
-    }
-    for (auto it = shown.rbegin(); it != shown.rend(); ++it)
-      for (const auto& [key, value] : (*it)->last_metrics)
-        w.Sample({{"job", (*it)->record.spec.submission_id}, {"rank", std::to_string(key.first)}, {"name", key.second}},
-                 value);
   }
 }
 

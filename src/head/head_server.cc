@@ -18,6 +18,8 @@
 #include <thread>
 
 #include "cluster.h"
+#include "cohort/common/atomic_file.h"
+#include "cohort/common/json.h"
 #include "cohort/common/logging.h"
 #include "cohort/common/prometheus.h"
 #include "cohort/dashboard/dashboard.h"
@@ -28,6 +30,9 @@ namespace {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
+
+// The caller holds the cluster's token (not a job's).
+bool IsAdmin(const net::Request& r) { return r.principal == "admin"; }
 
 net::Response ToResponse(const Cluster::Reply& r) {
   return r.json ? net::Response::Json(r.status, r.body) : net::Response::Text(r.status, r.body);
@@ -67,14 +72,7 @@ Result<std::string> LoadOrCreateToken(const std::string& state_dir) {
   token.assign(buf, 32);
   std::error_code ec;
   fs::create_directories(state_dir, ec);
-  const std::string tmp = path + ".tmp";
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0600);
-  if (fd < 0) return Status::IoError("cannot create " + path + ": " + std::strerror(errno));
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size()) && ::fsync(fd) == 0;
-  ::close(fd);
-  if (!ok || ::rename(tmp.c_str(), path.c_str()) != 0)
-    return Status::IoError("cannot write " + path + ": " + std::strerror(errno));
+  COHORT_RETURN_IF_ERROR(WriteFileAtomically(path, token + "\n", 0600));
   return token;
 }
 
@@ -113,28 +111,41 @@ void HeadServer::Impl::RegisterRoutes() {
   s.Handle("GET", "/api/authentication_mode", [auth](const net::Request&) {
     return net::Response::Json(200, json{{"authentication_mode", auth ? "token" : "disabled"}}.dump());
   });
-  s.Handle("GET", "/api/health", [](const net::Request&) { return net::Response::Json(200, R"({"ok":true})"); });
+  s.Handle("GET", "/api/health", [c](const net::Request&) { return ToResponse(c->Health()); });
   dashboard::RegisterDashboard(s);  // GET /, /static/{name}; POST/DELETE /api/authenticate
+  // Slow routes (disk reads, zip checks and writes) run on the work pool;
+  // the HTTP loop only parses and answers. A full pool answers 503.
+  auto offload = [c](std::string method, std::string pattern, std::function<Cluster::Reply(const net::Request&)> fn,
+                     net::HttpServer& server) {
+    server.HandleAsync(std::move(method), std::move(pattern), [c, fn](net::Request r, net::Responder respond) {
+      auto shared = std::make_shared<net::Responder>(std::move(respond));
+      auto request = std::make_shared<net::Request>(std::move(r));
+      if (!c->pool().TrySubmit([fn, shared, request] { (*shared)(ToResponse(fn(*request))); }))
+        (*shared)(net::Response::Text(503, "the head is busy (its work queue is full); retry shortly"));
+    });
+  };
   s.Handle("POST", "/api/jobs/", [c](const net::Request& r) { return ToResponse(c->Submit(r.body)); });
-  s.Handle("GET", "/api/jobs/", [c](const net::Request&) { return ToResponse(c->ListJobs()); });
-  s.Handle("GET", "/api/jobs/{id}",
-           [c](const net::Request& r) { return ToResponse(c->GetJob(std::string(r.PathParam("id")))); });
+  s.Handle("GET", "/api/jobs/", [c](const net::Request& r) { return ToResponse(c->ListJobs(IsAdmin(r))); });
+  s.Handle("GET", "/api/jobs/{id}", [c](const net::Request& r) {
+    return ToResponse(c->GetJob(std::string(r.PathParam("id")), IsAdmin(r)));
+  });
   s.Handle("DELETE", "/api/jobs/{id}",
            [c](const net::Request& r) { return ToResponse(c->DeleteJob(std::string(r.PathParam("id")))); });
   s.Handle("POST", "/api/jobs/{id}/stop",
            [c](const net::Request& r) { return ToResponse(c->StopJob(std::string(r.PathParam("id")))); });
-  s.Handle("GET", "/api/jobs/{id}/logs",
-           [c](const net::Request& r) { return ToResponse(c->JobLogs(std::string(r.PathParam("id")))); });
-  s.Handle("GET", "/api/jobs/{id}/metrics", [c](const net::Request& r) {
+  offload("GET", "/api/jobs/{id}/logs",
+          [c](const net::Request& r) { return c->JobLogs(std::string(r.PathParam("id"))); }, s);
+  offload("GET", "/api/jobs/{id}/metrics", [c](const net::Request& r) {
     int64_t since = 0;
     if (auto q = r.Query("since")) {
       char* end = nullptr;
+      errno = 0;
       since = std::strtoll(q->c_str(), &end, 10);
-      if (end == q->c_str() || *end != '\0' || since < 0)
-        return net::Response::Text(400, "since must be a non-negative integer");
+      if (end == q->c_str() || *end != '\0' || since < 0 || errno == ERANGE)
+        return Cluster::Reply{400, "since must be a non-negative integer", false};
     }
-    return ToResponse(c->JobMetrics(std::string(r.PathParam("id")), since));
-  });
+    return c->JobMetrics(std::string(r.PathParam("id")), since);
+  }, s);
   s.Handle("GET", "/api/cluster/status", [c](const net::Request&) { return ToResponse(c->ClusterStatus()); });
   // Prometheus scrapes (public, like Ray's metrics port: ids, addresses and
   // numbers only -- no entrypoints, logs or environments). docs/cluster.md.
@@ -150,20 +161,26 @@ void HeadServer::Impl::RegisterRoutes() {
   });
   s.Handle("GET", "/api/events", [c](const net::Request& r) {
     int64_t since = 0;
-    if (auto q = r.Query("since")) since = std::strtoll(q->c_str(), nullptr, 10);
+    if (auto q = r.Query("since")) {
+      char* end = nullptr;
+      errno = 0;
+      since = std::strtoll(q->c_str(), &end, 10);
+      if (end == q->c_str() || *end != '\0' || since < 0 || errno == ERANGE)
+        return net::Response::Text(400, "since must be a non-negative integer");
+    }
     return ToResponse(c->Events(since));
   });
   auto package_route = [c](const net::Request& r, bool put) {
     if (r.PathParam("protocol") != "gcs")
-      return net::Response::Text(400, "unsupported package protocol '" + std::string(r.PathParam("protocol")) +
-                                          "': only gcs:// packages are stored by the head");
+      return Cluster::Reply{400, "unsupported package protocol '" + SanitizeUtf8(r.PathParam("protocol")) +
+                                     "': only gcs:// packages are stored by the head", false};
     const std::string name(r.PathParam("name"));
-    return ToResponse(put ? c->PutPackage(name, r.body) : c->PackageExists(name));
+    return put ? c->PutPackage(name, r.body) : c->PackageExists(name);
   };
   s.Handle("GET", "/api/packages/{protocol}/{name}",
-           [package_route](const net::Request& r) { return package_route(r, false); });
-  s.Handle("PUT", "/api/packages/{protocol}/{name}",
-           [package_route](const net::Request& r) { return package_route(r, true); });
+           [package_route](const net::Request& r) { return ToResponse(package_route(r, false)); });
+  offload("PUT", "/api/packages/{protocol}/{name}",
+          [package_route](const net::Request& r) { return package_route(r, true); }, s);
   s.HandleWebSocket(
       "/api/jobs/{id}/logs/tail",
       [c](const net::Request& r) -> std::optional<net::Response> {
@@ -263,6 +280,13 @@ Result<std::unique_ptr<HeadServer>> HeadServer::Start(HeadOptions options) {
   http_options.public_paths = {"/api/version", "/api/authentication_mode", "/api/health", "/metrics"};
   for (const char* path : dashboard::kPublicPaths) http_options.public_paths.push_back(path);
   http_options.token_cookie = dashboard::kTokenCookie;  // the page's log WebSocket sends no headers
+  // A job's own token (COHORT_JOB_TOKEN) reads that job and nothing else.
+  http_options.authorize = [tokens = impl->cluster->tokens()](std::string_view token,
+                                                             const net::Request& r) -> std::optional<std::string> {
+    auto job = tokens->JobOf(token);
+    if (!job || !JobTokenMayAccess(*job, r.method, r.path)) return std::nullopt;
+    return "job:" + *job;
+  };
   auto http = net::HttpServer::Start(http_options);
   if (!http.ok()) return http.status().WithPrefix("dashboard port");
   impl->http = std::move(http).value();

@@ -60,9 +60,9 @@ class ClusterFixture : public ::testing::Test {
     cluster_.reset();
     state_ = std::move(StateStore::Open((dir_ / "cohort.db").string())).value();
     logs_ = std::move(LogStore::Open((dir_ / "logs").string())).value();
-    HeadOptions o;
+    HeadOptions o = options_;
     o.state_dir = dir_.string();
-    cluster_ = std::make_unique<Cluster>(o, state_.get(), logs_.get());
+    cluster_ = std::make_unique<Cluster>(o, state_.get(), logs_.get(), deps_);
     ASSERT_TRUE(cluster_->Recover().ok());
   }
   std::shared_ptr<FakeSession> Join(const std::string& id, double cpus, double gpus = 0) {
@@ -94,6 +94,8 @@ class ClusterFixture : public ::testing::Test {
   }
 
   fs::path dir_;
+  HeadOptions options_;  // state_dir is set by Open()
+  ClusterDeps deps_;     // tests may set a FakeClock or a lister before Open()
   std::unique_ptr<StateStore> state_;
   std::unique_ptr<LogStore> logs_;
   std::unique_ptr<Cluster> cluster_;

@@ -1,0 +1,113 @@
+// The head's timeouts on a FakeClock (no sleeping): heartbeat silence makes a
+// node DEAD and restarts its jobs, re-attach and stop deadlines after a head
+// restart, and rendezvous ports of running jobs restored by recovery.
+#include <gtest/gtest.h>
+
+#include "cluster_fixture.h"
+
+namespace cohort::head {
+namespace {
+
+using json = nlohmann::json;
+using testing::FakeSession;
+using namespace std::chrono_literals;
+
+class ControlClockTest : public testing::ClusterFixture {
+ protected:
+  void SetUp() override {
+    deps_.clock = &clock_;
+    options_.node_timeout = 10s;
+    options_.reattach_timeout = 15s;
+    options_.stop_grace = 3s;
+    ClusterFixture::SetUp();
+  }
+  void Heartbeat(FakeSession& s) {
+    rpc::AgentMessage m;
+    m.mutable_heartbeat();
+    cluster_->OnMessage(s, m);
+  }
+  json Nodes() { return json::parse(cluster_->ClusterStatus().body)["nodes"]; }
+  FakeClock clock_;
+};
+
+TEST_F(ControlClockTest, HeartbeatSilenceMakesANodeDeadAndRestartsItsJob) {
+  auto a = Join("node-a", 2);
+  auto b = Join("node-b", 2);
+  const std::string id = Submit({{"entrypoint", "train"},
+                                 {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"CPU", 2}}}}},
+                                 {"failure", {{"max_failures", 1}}}});
+  ASSERT_EQ(Details(id)["status"], "RUNNING");
+  // 9.9 s of silence from node-b, node-a keeps talking: both stay alive.
+  clock_.Advance(9900ms);
+  Heartbeat(*a);
+  cluster_->Tick();
+  EXPECT_EQ(Nodes()[1]["state"], "ALIVE");
+  clock_.Advance(200ms);  // node-b: 10.1 s
+  cluster_->Tick();
+  EXPECT_EQ(Nodes()[0]["state"], "ALIVE");
+  EXPECT_EQ(Nodes()[1]["state"], "DEAD");
+  const json d = Details(id);
+  EXPECT_EQ(d["status"], "PENDING") << d.dump();
+  EXPECT_NE(d["message"].get<std::string>().find("node-b"), std::string::npos) << d["message"];
+  EXPECT_NE(d["message"].get<std::string>().find("no heartbeat for 10 s"), std::string::npos) << d["message"];
+  EXPECT_TRUE(b->closed);
+}
+
+TEST_F(ControlClockTest, WorkersThatDoNotReattachAfterAHeadRestartFailTheAttempt) {
+  auto a = Join("node-a", 2);
+  const std::string id = Submit({{"entrypoint", "sleep 60"}});
+  ASSERT_EQ(Details(id)["status"], "RUNNING");
+  Open();  // a new head process on the same state; the agent does not come back
+  clock_.Advance(14s);
+  cluster_->Tick();
+  EXPECT_EQ(Details(id)["status"], "RUNNING");
+  clock_.Advance(2s);
+  cluster_->Tick();
+  const json d = Details(id);
+  EXPECT_EQ(d["status"], "FAILED");
+  EXPECT_NE(d["message"].get<std::string>().find("did not re-attach within 15 s"), std::string::npos) << d["message"];
+}
+
+TEST_F(ControlClockTest, AStopFinishesAfterTheGraceEvenWhenTheAgentIsSilent) {
+  auto a = Join("node-a", 2);
+  const std::string id = Submit({{"entrypoint", "sleep 60"}});
+  ASSERT_EQ(cluster_->StopJob(id).status, 200);
+  cluster_->Tick();
+  EXPECT_EQ(Details(id)["status"], "RUNNING");
+  clock_.Advance(3s + 5s + 1ms);
+  Heartbeat(*a);
+  cluster_->Tick();
+  EXPECT_EQ(Details(id)["status"], "STOPPED");
+}
+
+TEST_F(ControlClockTest, PortsOfRunningJobsAreRestoredAfterARestart) {
+  auto a = Join("node-a", 8);
+  std::set<int> ports;
+  std::vector<std::string> ids;
+  for (int i = 0; i < 4; ++i) {
+    ids.push_back(Submit({{"entrypoint", "sleep 60"},
+                          {"scaling", {{"num_workers", 1}, {"resources_per_worker", {{"CPU", 1}}}}}}));
+    auto starts = a->Starts();
+    ports.insert(std::stoi(starts.back().env().at("MASTER_PORT")));
+  }
+  ASSERT_EQ(ports.size(), 4u);
+  Open();
+  EXPECT_EQ(cluster_->TEST_PortsInUse(), ports) << "a new job could be handed a running job's port";
+  // A finished job gives its port back.
+  auto session = std::make_shared<FakeSession>("node-a");
+  rpc::Register reg;
+  reg.set_node_id("node-a");
+  reg.set_address("10.0.0.1");
+  (*reg.mutable_resources())["CPU"] = 8;
+  for (const auto& id : ids) {
+    auto* rw = reg.add_running_workers();
+    rw->set_job_id(id);
+    rw->set_rank(0);
+  }
+  ASSERT_TRUE(cluster_->OnRegister(reg, session).has_registered());
+  Exit(*session, ids[0], 0, 0, 0);
+  EXPECT_EQ(cluster_->TEST_PortsInUse().size(), 3u);
+}
+
+}  // namespace
+}  // namespace cohort::head
