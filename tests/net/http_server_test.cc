@@ -519,7 +519,7 @@ TEST(HttpServerTest, FuzzedRequestsGetAnAnswerOrAClose) {
   HttpServer::Options opts;
   opts.max_header_bytes = 4 << 10;
   opts.max_body_bytes = 4 << 10;
-  opts.idle_timeout = 300ms;  // a truncated request is dropped quickly
+  opts.header_timeout = 300ms;  // a truncated request is dropped quickly
   auto server = StartServer(opts);
   server->Handle("POST", "/api/jobs/", [](const Request& req) { return Response::Text(200, req.body); });
   const std::string valid =
@@ -556,6 +556,7 @@ TEST(HttpServerTest, FuzzedRequestsGetAnAnswerOrAClose) {
 TEST(HttpServerTest, IdleConnectionsTimeOut) {
   HttpServer::Options opts;
   opts.idle_timeout = 200ms;
+  opts.header_timeout = 200ms;  // a new connection's first header block
   auto server = StartServer(opts);
   auto start = std::chrono::steady_clock::now();
   // Half a request line, then silence: the server closes without an answer.

@@ -30,18 +30,53 @@
 //   - No route for the path: 404 "404: Not Found". A route for the path but not
 //     for the method: 405 "405: Method Not Allowed" with an Allow header. HEAD
 //     is served by the GET handler without the body.
-//   - Body over max_body_bytes: 413 (text), connection closed. Malformed
-//     request: 400, header block over max_header_bytes: 431; both close the
-//     connection. Error bodies are text/plain.
+//   - Malformed request: 400; header block (request line + headers) over
+//     max_header_bytes, be it one huge header or many small ones: 431. Both
+//     close the connection. Error bodies are text/plain.
 //   - Auth: when bearer_token is set, every path not listed in public_paths
-//     needs "Authorization: Bearer <token>" (or Ray's proxy fallback header
-//     "X-Ray-Authorization: Bearer <token>"), compared in constant time; else
-//     401 "Unauthorized: missing or invalid bearer token". A public_paths entry
-//     is an exact raw path ("/api/version") or a prefix ending in '*'
-//     ("/static/*"). WebSocket upgrades are checked the same way, before the
-//     upgrade. With Options::token_cookie set, the cookie of that name holding
-//     the token also passes (a browser WebSocket cannot send headers), unless
-//     the request's Origin differs from its Host.
+//     needs a credential: "Authorization: Bearer <token>", Ray's proxy
+//     fallback "X-Ray-Authorization: Bearer <token>", or (with
+//     Options::token_cookie set) the cookie of that name holding the token,
+//     unless the request's Origin differs from its Host (a browser WebSocket
+//     cannot send headers). A public_paths entry is an exact raw path
+//     ("/api/version") or a prefix ending in '*' ("/static/*"). The check runs
+//     as soon as the header block is read, before any of the body is.
+//   - Principal (Request::principal, what handlers authorize on), the first
+//     rule that applies:
+//       1. auth disabled (empty bearer_token): "admin";
+//       2. a credential equal to bearer_token (constant-time): "admin";
+//       3. a public path: "" (anonymous; authorize is not called);
+//       4. Options::authorize set: each credential presented, in the order
+//          listed under Auth, is offered to authorize(token, request) until
+//          one returns a principal, which the request proceeds under;
+//       5. else 401 "Unauthorized: missing or invalid bearer token", and the
+//          connection is closed after the answer (the body is never read).
+//     WebSocket upgrades go through the same rules before the upgrade; the
+//     session's request() carries the principal.
+//   - Body limits, checked after auth: max_body_bytes, or max_public_body_bytes
+//     on a public path (whoever asks). A declared Content-Length over the
+//     limit is answered 413 before the body is read; a chunked body is cut
+//     off with 413 when it crosses the limit. The connection is closed.
+//   - Deadlines: a new connection must deliver its first header block within
+//     header_timeout of being accepted; a keep-alive connection waits
+//     idle_timeout for the first byte of its next request, then allows
+//     header_timeout for the rest of the header block; a body must arrive
+//     within body_timeout of its header (also the bound on writing one
+//     response). Past a deadline the connection is closed without an answer
+//     (a trickling client is cut off however steadily it sends).
+//   - Connection caps: at most max_connections_per_client open connections
+//     per remote IP address and max_connections in total (HTTP and WebSocket
+//     alike; 0 = no cap). A connection over a cap is sent 503 "503: Service
+//     Unavailable: too many connections" and closed at once, unserved (best
+//     effort: a client that sends a lot first may see a reset instead);
+//     refusals are logged at most once a minute per client.
+//   - Incoming WebSocket messages over max_ws_message_bytes close that session
+//     with 1009 (message too big); other sessions are unaffected.
+//   - Bytes in paths, queries and headers are not validated as UTF-8:
+//     percent-decoding yields arbitrary bytes (including "%00"), handed to
+//     handlers as they are. In response headers set by handlers, names that
+//     are not HTTP tokens are dropped (logged) and control characters in
+//     values become spaces, so request bytes cannot split a response.
 //   - Keep-alive (HTTP/1.1 default), "Expect: 100-continue" honoured.
 #pragma once
 
@@ -82,6 +117,10 @@ struct Request {
   std::string body;
   std::map<std::string, std::string> path_params;  // from "{name}" segments, decoded
   std::string remote_address;                      // "127.0.0.1:50412"
+  // Who is asking: "admin" for the bearer token (or with auth disabled), ""
+  // for an anonymous request on a public path, else what Options::authorize
+  // returned for the presented token. See "Principal" above.
+  std::string principal;
 
   // The header's value, or "" when absent.
   std::string_view Header(std::string_view name) const;
@@ -166,9 +205,25 @@ class HttpServer {
     // token, on requests that are not cross-origin (empty: header only).
     std::string token_cookie;
     size_t max_header_bytes = size_t{64} << 10;  // request line + headers; more -> 431
-    std::chrono::milliseconds idle_timeout{75000};   // keep-alive wait for the next request
-    std::chrono::milliseconds body_timeout{300000};  // reading one request body
-    std::chrono::milliseconds shutdown_grace{1000};  // Stop(): WebSocket close handshakes
+    size_t max_public_body_bytes = size_t{64} << 10;  // body limit on public_paths; more -> 413
+    std::chrono::milliseconds header_timeout{10000};  // one whole header block; then close
+                                                      // (see "Deadlines" above)
+    std::chrono::milliseconds idle_timeout{75000};    // keep-alive wait for the next request
+    std::chrono::milliseconds body_timeout{300000};   // reading one request body
+    std::chrono::milliseconds shutdown_grace{1000};   // Stop(): WebSocket close handshakes
+    // Open connections (HTTP and WebSocket) per remote IP address, and in
+    // total; one over a cap -> 503 and closed. 0 = no cap.
+    size_t max_connections_per_client = 64;
+    size_t max_connections = 1024;
+    size_t max_ws_message_bytes = size_t{64} << 10;  // incoming; more -> close 1009 (0: no limit)
+    // Scoped tokens: called on the loop thread (it must not block) for a
+    // request on a non-public path whose bearer credential is not
+    // bearer_token, once per credential presented, until it returns a
+    // principal (-> Request::principal). std::nullopt: not this token. The
+    // request has method, target, path, query, headers and remote_address
+    // filled; body, path_params and principal are empty. If it throws, the
+    // request is answered 500. Unset: such requests get 401.
+    std::function<std::optional<std::string>(std::string_view token, const Request& request)> authorize;
   };
 
   using Handler = std::function<Response(const Request&)>;

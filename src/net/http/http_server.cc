@@ -8,14 +8,22 @@
 // caller joins the loop thread, disables the LoopHandle (late Responder /
 // SendText / Post calls become no-ops), and destroys the remaining sockets
 // while the io_context still exists.
+//
+// Connection caps are applied at accept: a socket over a cap gets a canned
+// 503 written without blocking (a fresh socket's send buffer has room), and
+// is closed in the same turn, so a flood of refused connections costs no
+// state beyond the rate limit of its log lines.
 #include <pthread.h>
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/steady_timer.hpp>
 
+#include <array>
 #include <atomic>
+#include <string_view>
 #include <thread>
+#include <unordered_map>
 
 #include "cohort/common/logging.h"
 #include "cohort/net/http_server.h"
@@ -26,6 +34,38 @@ namespace cohort::net {
 namespace asio = boost::asio;
 using internal::ServerCore;
 
+namespace internal {
+
+std::string ClientIp(const asio::ip::tcp::socket& socket) {
+  boost::system::error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec) return "";
+  asio::ip::address address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  return address.to_string(ec);
+}
+
+}  // namespace internal
+
+namespace {
+
+constexpr std::string_view kTooManyConnections =
+    "HTTP/1.1 503 Service Unavailable\r\n"
+    "Server: cohort\r\n"
+    "Content-Type: text/plain; charset=utf-8\r\n"
+    "Content-Length: 46\r\n"
+    "Connection: close\r\n"
+    "\r\n"
+    "503: Service Unavailable: too many connections";
+static_assert(kTooManyConnections.size() - kTooManyConnections.find("\r\n\r\n") - 4 == 46);
+
+constexpr auto kRefusalLogInterval = std::chrono::minutes(1);
+constexpr size_t kMaxRefusalLogClients = 4096;
+
+}  // namespace
+
 struct HttpServer::Impl {
   explicit Impl(Options options)
       : core(std::move(options)),
@@ -35,6 +75,9 @@ struct HttpServer::Impl {
         work(asio::make_work_guard(core.ioc)) {}
 
   void Accept();
+  // Starts an HTTP session for `socket`, or refuses it when over a cap.
+  void Admit(asio::ip::tcp::socket socket);
+  void LogRefusal(const std::string& client_ip, const std::string& why);
   void BeginShutdown();
   void RunLoop();
 
@@ -48,6 +91,13 @@ struct HttpServer::Impl {
   int port = 0;
   std::mutex stop_mu;
   bool stopped = false;  // GUARDED_BY(stop_mu)
+
+  // Loop: when each client's refusals were last logged, and how many since.
+  struct RefusalLog {
+    std::chrono::steady_clock::time_point last;
+    uint64_t unlogged = 0;
+  };
+  std::unordered_map<std::string, RefusalLog> refusal_log;
 };
 
 void HttpServer::Impl::Accept() {
@@ -61,9 +111,64 @@ void HttpServer::Impl::Accept() {
       });
       return;
     }
-    internal::StartHttpSession(&core, std::move(socket));
+    Admit(std::move(socket));
     Accept();
   });
+}
+
+void HttpServer::Impl::Admit(asio::ip::tcp::socket socket) {
+  const Options& opts = core.options;
+  std::string ip = internal::ClientIp(socket);
+  std::string why;
+  if (opts.max_connections != 0 && core.connections.size() >= opts.max_connections) {
+    why = std::to_string(core.connections.size()) + " connections open, max_connections is " +
+          std::to_string(opts.max_connections);
+  } else if (size_t open = core.ConnectionsFrom(ip);
+             opts.max_connections_per_client != 0 && open >= opts.max_connections_per_client) {
+    why = std::to_string(open) + " connections open from it, max_connections_per_client is " +
+          std::to_string(opts.max_connections_per_client);
+  }
+  if (why.empty()) return internal::StartHttpSession(&core, std::move(socket), std::move(ip));
+
+  // Refuse without blocking: one non-blocking write of the canned answer,
+  // discard what the client may have sent already (unread data would turn
+  // our close into a reset that can destroy the answer), then close.
+  boost::system::error_code ec;
+  socket.non_blocking(true, ec);
+  socket.write_some(asio::buffer(kTooManyConnections.data(), kTooManyConnections.size()), ec);
+  socket.shutdown(asio::ip::tcp::socket::shutdown_send, ec);
+  std::array<char, 4096> discard;
+  for (int i = 0; i < 4; ++i) {
+    socket.read_some(asio::buffer(discard), ec);
+    if (ec) break;
+  }
+  socket.close(ec);
+  LogRefusal(ip, why);
+}
+
+void HttpServer::Impl::LogRefusal(const std::string& client_ip, const std::string& why) {
+  auto now = std::chrono::steady_clock::now();
+  std::string key = client_ip;
+  auto it = refusal_log.find(key);
+  if (it == refusal_log.end() && refusal_log.size() >= kMaxRefusalLogClients) {
+    for (auto i = refusal_log.begin(); i != refusal_log.end();) {
+      i = now - i->second.last >= kRefusalLogInterval ? refusal_log.erase(i) : std::next(i);
+    }
+    // Still full: many clients at once; they share one entry.
+    if (refusal_log.size() >= kMaxRefusalLogClients) key = "(other clients)";
+    it = refusal_log.find(key);
+  }
+  if (it != refusal_log.end() && now - it->second.last < kRefusalLogInterval) {
+    ++it->second.unlogged;
+    return;
+  }
+  uint64_t unlogged = it == refusal_log.end() ? 0 : it->second.unlogged;
+  refusal_log[key] = RefusalLog{now, 0};
+  COHORT_LOG(WARN) << "HTTP server on port " << port << ": refused a connection from "
+                   << (client_ip.empty() ? "an unknown address" : client_ip) << " (" << why << ")"
+                   << (key != client_ip ? " [many clients are being refused; reported together]" : "")
+                   << (unlogged ? "; " + std::to_string(unlogged) + " more refused since the last report" : "")
+                   << "; next report for it in a minute at the earliest";
 }
 
 void HttpServer::Impl::BeginShutdown() {

@@ -1,8 +1,14 @@
 // HTTP/1.1 connections of HttpServer, and the Responder of async handlers.
 //
 // One HttpSession per accepted socket, living on the loop thread. Its cycle:
-//   read header -> check (parse errors 400/431, auth 401, size 413, route
-//   404/405) -> [100 Continue] -> read body -> dispatch -> write -> repeat
+//   [wait for the first byte] -> read header -> check (parse errors 400/431,
+//   auth 401, size 413, route 404/405) -> [100 Continue] -> read body ->
+//   dispatch -> write -> repeat
+// Deadlines (tcp_stream expiry, one at a time): the first header block of a
+// connection is due header_timeout after the accept; later ones idle_timeout
+// for their first byte, then header_timeout for the block; the body
+// body_timeout; a write body_timeout; the lingering close kDrainTime. No
+// state waits without one except a request parked in an async handler.
 // A handler answers inline (Handle) or later through a Responder (HandleAsync)
 // whose answer is posted back to the loop and matched by request number, so a
 // late answer for a connection that has moved on or closed is dropped.
@@ -15,6 +21,7 @@
 #include <boost/beast/websocket/rfc6455.hpp>
 
 #include <array>
+#include <cctype>
 #include <exception>
 
 #include "cohort/common/logging.h"
@@ -35,7 +42,8 @@ struct ResponderAccess {
 
 class HttpSession : public Connection, public std::enable_shared_from_this<HttpSession> {
  public:
-  HttpSession(ServerCore* core, asio::ip::tcp::socket socket) : core_(core), stream_(std::move(socket)) {
+  HttpSession(ServerCore* core, asio::ip::tcp::socket socket, std::string client_ip)
+      : Connection(std::move(client_ip)), core_(core), stream_(std::move(socket)) {
     beast::error_code ec;
     auto ep = stream_.socket().remote_endpoint(ec);
     if (!ec) remote_ = ep.address().to_string() + ":" + std::to_string(ep.port());
@@ -59,6 +67,8 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   enum class State { kReading, kAwaitingHandler, kWriting, kClosing, kClosed };
 
   void ReadHeader();
+  void OnFirstBytes(beast::error_code ec, size_t n);
+  void ReadHeaderBlock();
   void OnHeader(beast::error_code ec);
   void ReadBody();
   void OnBody(beast::error_code ec);
@@ -77,6 +87,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   std::string remote_;
   State state_ = State::kReading;
   uint64_t seq_ = 0;  // number of the request being served
+  bool first_request_ = true;
 
   // The request being served (fields valid from OnHeader to Reply).
   Request request_;
@@ -86,6 +97,7 @@ class HttpSession : public Connection, public std::enable_shared_from_this<HttpS
   bool keep_alive_ = true;
   bool head_ = false;
   bool body_unread_ = false;
+  size_t body_limit_ = 0;  // max_body_bytes or max_public_body_bytes
   std::array<char, 8192> drain_buffer_;
 };
 
@@ -93,6 +105,7 @@ namespace {
 
 constexpr std::string_view kContinue = "HTTP/1.1 100 Continue\r\n\r\n";
 constexpr auto kDrainTime = std::chrono::seconds(3);
+constexpr size_t kFirstReadBytes = 8192;
 
 Response InternalError() {
   return Response::Text(500, "500 Internal Server Error\n\nServer got itself in trouble");
@@ -106,6 +119,38 @@ bool EqualsIgnoreCase(std::string_view a, std::string_view b) {
   return !CaseInsensitiveLess()(a, b) && !CaseInsensitiveLess()(b, a);
 }
 
+// RFC 9110 token characters (header names).
+bool IsTokenChar(unsigned char c) {
+  if (std::isalnum(c)) return true;
+  return std::string_view("!#$%&'*+-.^_`|~").find(static_cast<char>(c)) != std::string_view::npos;
+}
+
+bool IsValidHeaderName(std::string_view name) {
+  if (name.empty()) return false;
+  for (char c : name) {
+    if (!IsTokenChar(static_cast<unsigned char>(c))) return false;
+  }
+  return true;
+}
+
+// A handler may copy request bytes (say a decoded "%0D%0A") into a header
+// value: control characters other than TAB become spaces, so a response can
+// never be split or carry a NUL.
+std::string SafeHeaderValue(std::string_view value) {
+  std::string out(value);
+  for (char& c : out) {
+    auto u = static_cast<unsigned char>(c);
+    if ((u < 0x20 && u != '\t') || u == 0x7f) c = ' ';
+  }
+  return out;
+}
+
+Response Unauthorized() { return Response::Text(401, "Unauthorized: missing or invalid bearer token"); }
+
+Response TooLarge(size_t limit) {
+  return Response::Text(413, "413: Request Entity Too Large: the body exceeds " + std::to_string(limit) + " bytes");
+}
+
 }  // namespace
 
 void HttpSession::ReadHeader() {
@@ -116,7 +161,34 @@ void HttpSession::ReadHeader() {
   // The body limit is applied by hand after auth (see OnHeader); unlimited here
   // so that a large Content-Length does not fail the header read itself.
   parser_->body_limit(std::numeric_limits<std::uint64_t>::max());
+  if (first_request_) {
+    // A new connection: its first header block is due header_timeout after
+    // the accept, however the bytes trickle in.
+    first_request_ = false;
+    stream_.expires_after(core_->options.header_timeout);
+    return ReadHeaderBlock();
+  }
+  if (buffer_.size() > 0) {  // a pipelined request has begun already
+    stream_.expires_after(core_->options.header_timeout);
+    return ReadHeaderBlock();
+  }
+  // Keep-alive: wait idle_timeout for the next request to begin.
   stream_.expires_after(core_->options.idle_timeout);
+  stream_.async_read_some(buffer_.prepare(kFirstReadBytes), [self = shared_from_this()](beast::error_code ec,
+                                                                                        size_t n) {
+    self->OnFirstBytes(ec, n);
+  });
+}
+
+void HttpSession::OnFirstBytes(beast::error_code ec, size_t n) {
+  if (state_ == State::kClosed) return;
+  if (ec) return Finish();  // the client closed, timed out, or we are stopping
+  buffer_.commit(n);
+  stream_.expires_after(core_->options.header_timeout);
+  ReadHeaderBlock();
+}
+
+void HttpSession::ReadHeaderBlock() {
   http::async_read_header(stream_, buffer_, *parser_,
                           [self = shared_from_this()](beast::error_code ec, size_t) { self->OnHeader(ec); });
 }
@@ -131,6 +203,7 @@ void HttpSession::OnHeader(beast::error_code ec) {
   keep_alive_ = false;
   head_ = false;
   body_unread_ = false;
+  body_limit_ = core_->options.max_body_bytes;
   if (ec) {
     if (ec == http::error::end_of_stream || ec == http::error::partial_message ||
         ec == http::error::short_read || !IsHttpError(ec)) {
@@ -167,16 +240,20 @@ void HttpSession::OnHeader(beast::error_code ec) {
   bool upgrade = websocket::is_upgrade(req);
   match_ = core_->router.Match(request_.method, raw_path, upgrade);
 
+  // Auth and limits come before the body: a refused request's body is
+  // never read into memory (the lingering close discards it).
   const HttpServer::Options& opts = core_->options;
-  if (!opts.bearer_token.empty() && !IsPublicPath(opts.public_paths, raw_path) &&
-      !HasBearerToken(request_.headers, opts.bearer_token) &&
-      !HasTokenCookie(request_.headers, opts.token_cookie, opts.bearer_token)) {
-    return Reply(Response::Text(401, "Unauthorized: missing or invalid bearer token"), body_unread_);
+  switch (Authenticate(opts, raw_path, &request_)) {
+    case AuthOutcome::kAllowed:
+      break;
+    case AuthOutcome::kDenied:
+      return Reply(Unauthorized(), true);
+    case AuthOutcome::kHookFailed:
+      return Reply(InternalError(), true);
   }
-  if (auto length = parser_->content_length(); length && *length > opts.max_body_bytes) {
-    return Reply(Response::Text(413, "413: Request Entity Too Large: the body exceeds " +
-                                         std::to_string(opts.max_body_bytes) + " bytes"),
-                 true);
+  if (IsPublicPath(opts.public_paths, raw_path)) body_limit_ = opts.max_public_body_bytes;
+  if (auto length = parser_->content_length(); length && *length > body_limit_) {
+    return Reply(TooLarge(body_limit_), true);
   }
   if (!match_.route) {
     if (match_.allowed.empty()) return Reply(Response::Text(404, "404: Not Found"), body_unread_);
@@ -196,7 +273,7 @@ void HttpSession::OnHeader(beast::error_code ec) {
 
 void HttpSession::ReadBody() {
   auto read = [this] {
-    parser_->body_limit(core_->options.max_body_bytes);
+    parser_->body_limit(body_limit_);
     stream_.expires_after(core_->options.body_timeout);
     http::async_read(stream_, buffer_, *parser_,
                      [self = shared_from_this()](beast::error_code ec, size_t) { self->OnBody(ec); });
@@ -216,11 +293,7 @@ void HttpSession::ReadBody() {
 
 void HttpSession::OnBody(beast::error_code ec) {
   if (state_ == State::kClosed) return;
-  if (ec == http::error::body_limit) {
-    return Reply(Response::Text(413, "413: Request Entity Too Large: the body exceeds " +
-                                         std::to_string(core_->options.max_body_bytes) + " bytes"),
-                 true);
-  }
+  if (ec == http::error::body_limit) return Reply(TooLarge(body_limit_), true);
   if (ec == http::error::bad_chunk || ec == http::error::bad_chunk_extension) {
     return Reply(Response::Text(400, "400: Bad Request"), true);
   }
@@ -285,7 +358,7 @@ void HttpSession::UpgradeWebSocket() {
   auto self = shared_from_this();
   state_ = State::kClosed;
   stream_.expires_never();
-  StartWebSocketSession(core_, std::move(stream_), parser_->release(), std::move(request_), route);
+  StartWebSocketSession(core_, std::move(stream_), parser_->release(), std::move(request_), route, client_ip());
   core_->Unregister(this);
 }
 
@@ -303,13 +376,20 @@ void HttpSession::Reply(Response response, bool close_after) {
   response_.version(version_ == 10 ? 10 : 11);
   response_.result(static_cast<unsigned>(status));
   response_.set(http::field::server, "cohort");
-  if (!response.content_type.empty()) response_.set(http::field::content_type, response.content_type);
+  if (!response.content_type.empty()) {
+    response_.set(http::field::content_type, SafeHeaderValue(response.content_type));
+  }
   for (const auto& [name, value] : response.headers) {
     if (EqualsIgnoreCase(name, "Content-Length") || EqualsIgnoreCase(name, "Transfer-Encoding") ||
         EqualsIgnoreCase(name, "Connection")) {
       continue;
     }
-    response_.set(name, value);
+    if (!IsValidHeaderName(name)) {
+      COHORT_LOG(ERROR) << "handler for " << method_ << " " << match_.pattern
+                        << " set a header with an invalid name; dropped";
+      continue;
+    }
+    response_.set(name, SafeHeaderValue(value));
   }
   bool keep_alive = keep_alive_ && !close_after && !body_unread_ && !core_->stopping;
   response_.keep_alive(keep_alive);
@@ -354,10 +434,10 @@ void HttpSession::Finish() {
   core_->Unregister(this);
 }
 
-void StartHttpSession(ServerCore* core, asio::ip::tcp::socket socket) {
+void StartHttpSession(ServerCore* core, asio::ip::tcp::socket socket, std::string client_ip) {
   beast::error_code ignored;
   socket.set_option(asio::ip::tcp::no_delay(true), ignored);
-  auto session = std::make_shared<HttpSession>(core, std::move(socket));
+  auto session = std::make_shared<HttpSession>(core, std::move(socket), std::move(client_ip));
   core->Register(session);
   session->Run();
 }

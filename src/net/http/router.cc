@@ -2,6 +2,8 @@
 #include "router.h"
 
 #include <algorithm>
+#include <exception>
+#include <optional>
 
 #include "cohort/common/logging.h"
 
@@ -170,18 +172,18 @@ bool OriginMatchesHost(std::string_view origin, std::string_view host) {
 
 }  // namespace
 
-bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std::string_view token) {
-  if (cookie_name.empty() || token.empty()) return false;
+std::vector<std::string_view> SameOriginCookieValues(const HeaderMap& headers, std::string_view cookie_name) {
+  std::vector<std::string_view> out;
+  if (cookie_name.empty()) return out;
   auto cookies = headers.find(std::string_view("Cookie"));
-  if (cookies == headers.end()) return false;
+  if (cookies == headers.end()) return out;
   // A cookie rides along on cross-site requests too; accept it only from the
   // page's own origin (browsers send Origin on WebSocket upgrades and CORS).
   auto origin = headers.find(std::string_view("Origin"));
   if (origin != headers.end()) {
     auto host = headers.find(std::string_view("Host"));
-    if (host == headers.end() || !OriginMatchesHost(TrimSpaces(origin->second), TrimSpaces(host->second))) return false;
+    if (host == headers.end() || !OriginMatchesHost(TrimSpaces(origin->second), TrimSpaces(host->second))) return out;
   }
-  bool ok = false;
   std::string_view rest = cookies->second;  // "a=1; b=2" (repeated headers joined with ", ")
   while (!rest.empty()) {
     size_t end = rest.find_first_of(";,");
@@ -189,9 +191,69 @@ bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std:
     rest = end == std::string_view::npos ? std::string_view() : rest.substr(end + 1);
     size_t eq = pair.find('=');
     if (eq == std::string_view::npos || TrimSpaces(pair.substr(0, eq)) != cookie_name) continue;
-    if (ConstantTimeEquals(TrimSpaces(pair.substr(eq + 1)), token)) ok = true;
+    out.push_back(TrimSpaces(pair.substr(eq + 1)));
+  }
+  return out;
+}
+
+bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std::string_view token) {
+  if (token.empty()) return false;
+  bool ok = false;
+  for (std::string_view value : SameOriginCookieValues(headers, cookie_name)) {
+    if (ConstantTimeEquals(value, token)) ok = true;
   }
   return ok;
+}
+
+std::vector<std::string_view> PresentedTokens(const HeaderMap& headers, std::string_view cookie_name) {
+  constexpr std::string_view kScheme = "Bearer ";
+  std::vector<std::string_view> out;
+  for (const char* name : {"Authorization", "X-Ray-Authorization"}) {
+    auto it = headers.find(std::string_view(name));
+    if (it == headers.end()) continue;
+    std::string_view value = it->second;
+    if (value.substr(0, kScheme.size()) != kScheme) continue;
+    value.remove_prefix(kScheme.size());
+    if (!value.empty()) out.push_back(value);
+  }
+  for (std::string_view value : SameOriginCookieValues(headers, cookie_name)) {
+    if (!value.empty()) out.push_back(value);
+  }
+  return out;
+}
+
+AuthOutcome Authenticate(const HttpServer::Options& options, std::string_view raw_path, Request* request) {
+  request->principal.clear();
+  if (options.bearer_token.empty()) {
+    request->principal = "admin";
+    return AuthOutcome::kAllowed;
+  }
+  if (HasBearerToken(request->headers, options.bearer_token) ||
+      HasTokenCookie(request->headers, options.token_cookie, options.bearer_token)) {
+    request->principal = "admin";
+    return AuthOutcome::kAllowed;
+  }
+  if (IsPublicPath(options.public_paths, raw_path)) return AuthOutcome::kAllowed;
+  if (!options.authorize) return AuthOutcome::kDenied;
+  for (std::string_view token : PresentedTokens(request->headers, options.token_cookie)) {
+    std::optional<std::string> principal;
+    try {
+      principal = options.authorize(token, *request);
+    } catch (const std::exception& e) {
+      COHORT_LOG(ERROR) << "HTTP authorize hook threw for " << MethodLabel(request->method) << " request from "
+                        << request->remote_address << ": " << e.what();
+      return AuthOutcome::kHookFailed;
+    } catch (...) {
+      COHORT_LOG(ERROR) << "HTTP authorize hook threw for " << MethodLabel(request->method) << " request from "
+                        << request->remote_address;
+      return AuthOutcome::kHookFailed;
+    }
+    if (principal) {
+      request->principal = std::move(*principal);
+      return AuthOutcome::kAllowed;
+    }
+  }
+  return AuthOutcome::kDenied;
 }
 
 std::string MethodLabel(std::string_view method) {

@@ -39,6 +39,22 @@ bool HasBearerToken(const HeaderMap& headers, std::string_view token);
 // present, must name the Host the request was sent to. Empty `cookie_name`:
 // false.
 bool HasTokenCookie(const HeaderMap& headers, std::string_view cookie_name, std::string_view token);
+// The values of cookie `cookie_name`, in order, when the request is not
+// cross-origin (as for HasTokenCookie). Empty `cookie_name`: none.
+std::vector<std::string_view> SameOriginCookieValues(const HeaderMap& headers, std::string_view cookie_name);
+// The bearer credentials a request presents, in the order they are tried:
+// "Authorization: Bearer <t>", "X-Ray-Authorization: Bearer <t>", then the
+// values of cookie `cookie_name` (SameOriginCookieValues). Empty ones are
+// skipped. The views point into `headers`.
+std::vector<std::string_view> PresentedTokens(const HeaderMap& headers, std::string_view cookie_name);
+
+enum class AuthOutcome { kAllowed, kDenied, kHookFailed };
+// The "Auth" and "Principal" rules of http_server.h: decides whether
+// `request` (method, target, path, query, headers, remote_address filled) may
+// proceed on `raw_path`, and sets request->principal when it may. Calls
+// options.authorize when the rules say so; kHookFailed when it threw (logged).
+AuthOutcome Authenticate(const HttpServer::Options& options, std::string_view raw_path, Request* request);
+
 // Known verbs as themselves, anything else "OTHER" (bounds counter labels).
 std::string MethodLabel(std::string_view method);
 

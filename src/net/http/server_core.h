@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <unordered_map>
 #include <utility>
 
@@ -60,26 +61,47 @@ class LoopHandle {
 // One accepted socket (HTTP keep-alive connection or WebSocket).
 class Connection {
  public:
+  explicit Connection(std::string client_ip) : client_ip_(std::move(client_ip)) {}
   virtual ~Connection() = default;
+  // The remote IP address the connection caps count it under.
+  const std::string& client_ip() const { return client_ip_; }
   // Loop thread, during Stop(): HTTP drops the socket; WebSocket sends 1001.
   virtual void BeginShutdown() = 0;
   // Stop(), after the loop thread has exited: destroy the socket while the
   // io_context still exists (a user may hold the object for longer).
   virtual void ReleaseSocket() = 0;
+
+ private:
+  const std::string client_ip_;
 };
+
+// "10.0.0.7" for a socket's peer (an IPv4-mapped IPv6 address as IPv4); ""
+// when the peer is unknown (the socket is already broken).
+std::string ClientIp(const asio::ip::tcp::socket& socket);
 
 struct ServerCore {
   explicit ServerCore(HttpServer::Options opts)
       : options(std::move(opts)), loop_handle(std::make_shared<LoopHandle>(&ioc)) {}
 
+  // Counts the connection under its client_ip() until Unregister. A socket
+  // handed from one Connection to another (HTTP -> WebSocket) is registered
+  // by the new one before the old one unregisters.
   void Register(std::shared_ptr<Connection> c) {  // loop
     Connection* key = c.get();
-    connections.emplace(key, std::move(c));
+    if (connections.emplace(key, std::move(c)).second) ++per_client[key->client_ip()];
   }
-  // REQUIRES: the caller holds its own reference to *c.
+  // REQUIRES: the caller holds its own reference to *c. Idempotent.
   void Unregister(Connection* c) {  // loop
-    connections.erase(c);
+    if (connections.erase(c) != 0) {
+      auto it = per_client.find(c->client_ip());
+      if (it != per_client.end() && --it->second == 0) per_client.erase(it);
+    }
     if (stopping && connections.empty() && on_drained) on_drained();
+  }
+  // Open connections from `client_ip`.
+  size_t ConnectionsFrom(const std::string& client_ip) const {  // loop
+    auto it = per_client.find(client_ip);
+    return it == per_client.end() ? 0 : it->second;
   }
   void Count(std::string_view method, std::string_view pattern, int status) {
     counters.Add(method, pattern, status);
@@ -92,16 +114,18 @@ struct ServerCore {
   RouteCounters counters;  // locks internally
   bool stopping = false;  // loop
   std::unordered_map<Connection*, std::shared_ptr<Connection>> connections;  // loop
+  std::unordered_map<std::string, size_t> per_client;  // loop; client_ip -> open connections
   std::function<void()> on_drained;  // loop; set by Stop()
 };
 
-// http_session.cc: serves HTTP/1.1 on an accepted socket.
-void StartHttpSession(ServerCore* core, asio::ip::tcp::socket socket);
+// http_session.cc: serves HTTP/1.1 on an accepted socket (admitted under
+// the connection caps; `client_ip` from ClientIp).
+void StartHttpSession(ServerCore* core, asio::ip::tcp::socket socket, std::string client_ip);
 
 // websocket_session.cc: completes the upgrade (`upgrade` is the parsed
 // request) and then calls route->on_open on the loop thread.
 void StartWebSocketSession(ServerCore* core, beast::tcp_stream stream,
                            http::request<http::string_body> upgrade, Request request,
-                           std::shared_ptr<const Route> route);
+                           std::shared_ptr<const Route> route, std::string client_ip);
 
 }  // namespace cohort::net::internal

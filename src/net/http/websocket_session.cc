@@ -11,7 +11,9 @@
 //   - at most one write-side operation (async_write or async_close) is in
 //     flight (`writing_`); frames leave in queue order, the close frame last.
 //   - a read is always pending while kOpen, so Beast answers pings and sees
-//     the peer's close frame; incoming data frames are discarded.
+//     the peer's close frame; incoming data frames are discarded. A message
+//     over Options::max_ws_message_bytes fails the read: Beast sends close
+//     1009 and tears the connection down; on_close reports 1009.
 //   - on_close fires exactly once, at kDone (or from ReleaseSocket when the
 //     loop was stopped before the close handshake finished).
 #include <boost/asio/buffer.hpp>
@@ -31,14 +33,15 @@ namespace websocket = boost::beast::websocket;
 
 constexpr uint16_t kAbnormal = 1006;
 constexpr uint16_t kGoingAway = 1001;
+constexpr uint16_t kMessageTooBig = 1009;
 constexpr uint16_t kInternalError = 1011;
-constexpr size_t kMaxIncomingMessageBytes = 64 << 10;
 
 class WsSession : public Connection, public WebSocketSession, public std::enable_shared_from_this<WsSession> {
  public:
   WsSession(ServerCore* core, beast::tcp_stream stream, http::request<http::string_body> upgrade,
-            Request request, std::shared_ptr<const Route> route)
-      : core_(core),
+            Request request, std::shared_ptr<const Route> route, std::string client_ip)
+      : Connection(std::move(client_ip)),
+        core_(core),
         loop_(core->loop_handle),
         upgrade_(std::move(upgrade)),
         request_(std::move(request)),
@@ -54,7 +57,7 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
     ws_->set_option(timeout);
     ws_->set_option(websocket::stream_base::decorator(
         [](websocket::response_type& res) { res.set(http::field::server, "cohort"); }));
-    ws_->read_message_max(kMaxIncomingMessageBytes);
+    ws_->read_message_max(core_->options.max_ws_message_bytes);  // 0: no limit
     ws_->async_accept(upgrade_, [self = shared_from_this()](beast::error_code ec) { self->OnAccept(ec); });
   }
 
@@ -145,6 +148,13 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
         // The peer's close frame (Beast has answered it and closed the socket).
         uint16_t code = self->pending_close_ ? self->pending_close_->code : self->ws_->reason().code;
         return self->Finish(code);
+      }
+      if (ec == websocket::error::message_too_big) {
+        // Beast has sent close 1009 and torn the connection down.
+        COHORT_LOG(WARN) << "WebSocket " << self->route_->pattern << " from " << self->request_.remote_address
+                         << ": incoming message over " << self->core_->options.max_ws_message_bytes
+                         << " bytes, closed with 1009";
+        return self->Finish(kMessageTooBig);
       }
       if (ec) return self->Finish(self->close_sent_ ? self->pending_close_->code : kAbnormal);
       self->read_buffer_.consume(self->read_buffer_.size());
@@ -254,9 +264,9 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
 
 void StartWebSocketSession(ServerCore* core, beast::tcp_stream stream,
                            http::request<http::string_body> upgrade, Request request,
-                           std::shared_ptr<const Route> route) {
+                           std::shared_ptr<const Route> route, std::string client_ip) {
   auto session = std::make_shared<WsSession>(core, std::move(stream), std::move(upgrade),
-                                             std::move(request), std::move(route));
+                                             std::move(request), std::move(route), std::move(client_ip));
   core->Register(session);
   session->Run();
 }
