@@ -10,6 +10,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <cstdlib>
 #include <cstring>
@@ -177,7 +178,8 @@ Status CommunicatorImpl::Init(std::shared_ptr<Store> store) {
                                                    options_.shm_scratch_bytes, deadline));
     direct_ = std::make_unique<DirectCollectives>(*shm_);
   } else {
-    COHORT_ASSIGN_OR_RETURN(tcp_, TcpMesh::Connect(*store, rank_, world_size_, deadline));
+    COHORT_ASSIGN_OR_RETURN(
+        tcp_, TcpMesh::Connect(*store, rank_, world_size_, deadline, options_.auth_secret));
   }
   // Everyone is connected; after this nobody needs the store again.
   COHORT_RETURN_IF_ERROR(Barrier(deadline));
@@ -345,6 +347,7 @@ Result<std::unique_ptr<Communicator>> Communicator::FromEnv(Options options) {
   if (options.read_env_overrides) COHORT_RETURN_IF_ERROR(ApplyEnvOverrides(options));
   options.read_env_overrides = false;
   COHORT_ASSIGN_OR_RETURN(RendezvousConfig cfg, RendezvousConfigFromEnv());
+  if (options.auth_secret.empty()) options.auth_secret = cfg.auth_secret;
   if (cfg.world_size == 1) return Create(NewMemoryStore(), 0, 1, options);
 
   const Deadline deadline = Deadline::After(options.timeout);
@@ -353,6 +356,9 @@ Result<std::unique_ptr<Communicator>> Communicator::FromEnv(Options options) {
     TcpStoreOptions server_options;
     server_options.host = "0.0.0.0";
     server_options.port = cfg.master_port;
+    server_options.auth_secret = options.auth_secret;
+    // A handshake must finish within the rendezvous timeout.
+    server_options.auth_timeout = std::min(server_options.auth_timeout, options.timeout);
     auto started = TcpStoreServer::Start(server_options);
     if (!started.ok())
       return started.status().WithPrefix("rank 0 cannot host the rendezvous store on port " +
@@ -362,11 +368,13 @@ Result<std::unique_ptr<Communicator>> Communicator::FromEnv(Options options) {
   TcpStoreOptions client_options;
   client_options.host = cfg.master_addr;
   client_options.port = cfg.master_port;
+  client_options.auth_secret = options.auth_secret;
   auto client = ConnectTcpStore(client_options, deadline);
   if (!client.ok())
-    return client.status().WithPrefix("rank " + std::to_string(cfg.rank) +
-                                      " cannot reach the rendezvous store at MASTER_ADDR:MASTER_PORT=" +
-                                      cfg.master_addr + ":" + std::to_string(cfg.master_port));
+    return client.status().WithPrefix(
+        "rank " + std::to_string(cfg.rank) +
+        " cannot join the rendezvous store at MASTER_ADDR:MASTER_PORT=" + cfg.master_addr + ":" +
+        std::to_string(cfg.master_port));
   const char* restart = std::getenv("TORCHELASTIC_RESTART_COUNT");
   auto store = NewPrefixStore("comm/" + std::string(restart ? restart : "0"), *client);
 

@@ -15,6 +15,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <sys/types.h>
 #include <sys/wait.h>
@@ -210,6 +211,10 @@ class Launcher {
       COHORT_ASSIGN_OR_RETURN(port, PickFreePort());
     }
     std::map<std::string, std::string> base_env = BaseEnvironment(port);
+    // Local launches are authenticated by default; the token is never logged.
+    if (std::string& token = base_env["COHORT_JOB_TOKEN"]; token.empty()) {
+      COHORT_ASSIGN_OR_RETURN(token, NewJobToken());
+    }
     COHORT_LOG(DEBUG) << "cohort launch: " << options_.num_ranks << " ranks of '"
                       << options_.argv[0] << "', MASTER_ADDR=" << options_.master_addr
                       << " MASTER_PORT=" << port;
@@ -538,6 +543,26 @@ int ThreadsPerRank(int num_ranks) {
   if (num_ranks < 1) num_ranks = 1;
   long per_rank = cpus / num_ranks;
   return per_rank < 1 ? 1 : static_cast<int>(per_rank);
+}
+
+Result<std::string> NewJobToken() {
+  unsigned char bytes[16];
+  size_t got = 0;
+  while (got < sizeof(bytes)) {
+    ssize_t n = ::getrandom(bytes + got, sizeof(bytes) - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      return Status::IoError("cannot generate a job token: getrandom: " + ErrnoText(errno));
+    }
+    got += static_cast<size_t>(n);
+  }
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string token;
+  for (unsigned char b : bytes) {
+    token.push_back(kHex[b >> 4]);
+    token.push_back(kHex[b & 0xf]);
+  }
+  return token;
 }
 
 Result<int> PickFreePort() {

@@ -428,6 +428,84 @@ TEST(LaunchTest, PickFreePortGivesABindablePort) {
   ::close(fd);
 }
 
+// Sets (value) or unsets (nullptr) an environment variable for one scope.
+class ScopedEnv {
+ public:
+  ScopedEnv(const char* name, const char* value) : name_(name) {
+    const char* old = std::getenv(name);
+    had_ = old != nullptr;
+    if (had_) old_ = old;
+    if (value != nullptr) {
+      ::setenv(name, value, 1);
+    } else {
+      ::unsetenv(name);
+    }
+  }
+  ~ScopedEnv() {
+    if (had_) {
+      ::setenv(name_.c_str(), old_.c_str(), 1);
+    } else {
+      ::unsetenv(name_.c_str());
+    }
+  }
+
+ private:
+  std::string name_;
+  bool had_ = false;
+  std::string old_;
+};
+
+// Launches n ranks that write $COHORT_JOB_TOKEN to files; returns what each saw.
+std::vector<std::string> TokensSeenByRanks(int n) {
+  TempDir dir;
+  Capture out, err;
+  LaunchOptions options = ShellOptions(
+      n, "printf '%s' \"${COHORT_JOB_TOKEN-unset}\" > " + dir.path() + "/token_$RANK", out, err);
+  Result<int> code = Launch(options);
+  EXPECT_TRUE(code.ok()) << code.status().ToString();
+  EXPECT_EQ(code.ok() ? *code : -1, 0) << err.Finish();
+  std::vector<std::string> tokens;
+  for (int rank = 0; rank < n; ++rank)
+    tokens.push_back(ReadFile(dir.path() + "/token_" + std::to_string(rank)));
+  return tokens;
+}
+
+TEST(LaunchTest, RanksShareAGeneratedJobToken) {
+  const std::regex hex32("[0-9a-f]{32}");
+  for (const char* value : {static_cast<const char*>(nullptr), ""}) {
+    SCOPED_TRACE(value == nullptr ? "COHORT_JOB_TOKEN unset" : "COHORT_JOB_TOKEN empty");
+    ScopedEnv env("COHORT_JOB_TOKEN", value);
+    std::vector<std::string> first = TokensSeenByRanks(3);
+    ASSERT_EQ(first.size(), 3u);
+    EXPECT_TRUE(std::regex_match(first[0], hex32)) << first[0];
+    EXPECT_EQ(first[1], first[0]);
+    EXPECT_EQ(first[2], first[0]);
+    // A new launch is a new job: a new token.
+    std::vector<std::string> second = TokensSeenByRanks(2);
+    EXPECT_TRUE(std::regex_match(second[0], hex32)) << second[0];
+    EXPECT_EQ(second[1], second[0]);
+    EXPECT_NE(second[0], first[0]);
+  }
+}
+
+TEST(LaunchTest, JobTokenFromTheEnvironmentIsPassedOn) {
+  ScopedEnv env("COHORT_JOB_TOKEN", "token-set-by-the-head");
+  std::vector<std::string> tokens = TokensSeenByRanks(2);
+  EXPECT_EQ(tokens, (std::vector<std::string>{"token-set-by-the-head", "token-set-by-the-head"}));
+}
+
+TEST(LaunchTest, NewJobTokenIs32RandomHexCharacters) {
+  const std::regex hex32("[0-9a-f]{32}");
+  std::set<std::string> seen;
+  for (int i = 0; i < 50; ++i) {
+    Result<std::string> token = NewJobToken();
+    ASSERT_TRUE(token.ok()) << token.status().ToString();
+    EXPECT_TRUE(std::regex_match(*token, hex32)) << *token;
+    seen.insert(*token);
+  }
+  EXPECT_EQ(seen.size(), 50u);
+}
+
 TEST(LaunchTest, ThreadsPerRankSplitsTheCpus) {
   EXPECT_GE(ThreadsPerRank(1), 1);
   EXPECT_LE(ThreadsPerRank(2), ThreadsPerRank(1));

@@ -44,6 +44,15 @@ struct Options {
   size_t shm_scratch_bytes = 8 * 1024 * 1024;
   // Options::timeout may be overridden by COHORT_COMM_TIMEOUT_MS.
   bool read_env_overrides = true;
+  // The job's secret. Non-empty: every TCP mesh connection is authenticated
+  // both ways (HMAC-SHA256 challenge-response keyed by it, binding the ranks;
+  // see src/comm/auth.h) and a peer that cannot prove it holds the secret is
+  // refused, so a process that can reach a rank's port cannot join the
+  // collective or inject data. Every rank must pass the same value; empty
+  // means no authentication. The shm transport has no network endpoint and
+  // is not affected. FromEnv uses COHORT_JOB_TOKEN when this is empty, for
+  // the rendezvous store as well.
+  std::string auth_secret;
 };
 
 // A pending asynchronous collective.
@@ -60,7 +69,10 @@ class Communicator {
   static Result<std::unique_ptr<Communicator>> Create(std::shared_ptr<Store> store, int rank,
                                                       int world_size, Options options = {});
   // Rendezvous from the torchrun environment (see rendezvous.h): rank 0 hosts
-  // the TcpStore on MASTER_ADDR:MASTER_PORT.
+  // the TcpStore on MASTER_ADDR:MASTER_PORT. With a job token
+  // (Options::auth_secret, else COHORT_JOB_TOKEN) the store and the mesh
+  // authenticate every connection; a rank whose token differs from rank 0's
+  // fails with FailedPrecondition ("... refused the job token").
   static Result<std::unique_ptr<Communicator>> FromEnv(Options options = {});
 
   virtual ~Communicator() = default;

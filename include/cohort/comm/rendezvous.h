@@ -2,6 +2,9 @@
 //
 // MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE.
 // A missing or inconsistent variable is an InvalidArgument naming it.
+// COHORT_JOB_TOKEN (optional) is the job's secret: the rendezvous store and
+// the TCP mesh authenticate peers with it. Unset or empty: no authentication,
+// as under plain torchrun.
 #pragma once
 
 #include <functional>
@@ -19,6 +22,8 @@ struct RendezvousConfig {
   int world_size = 1;
   int local_rank = 0;
   int local_world_size = 1;
+  // COHORT_JOB_TOKEN; empty = no authentication. Never logged.
+  std::string auth_secret;
 };
 
 // getenv is injectable for tests; nullptr means "unset".

@@ -5,6 +5,7 @@
 // are threads of one process (tests). Both are thread-safe.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -36,6 +37,18 @@ std::shared_ptr<Store> NewPrefixStore(std::string prefix, std::shared_ptr<Store>
 struct TcpStoreOptions {
   std::string host = "127.0.0.1";  // where the server is (client) / which address to bind (server)
   int port = 0;                    // 0 (server only): pick a free port
+  // The job's secret (COHORT_JOB_TOKEN). Non-empty: every connection opens
+  // with a challenge-response handshake (HMAC-SHA256 keyed by it, both ways;
+  // see src/comm/auth.h) and the server refuses, closes and logs a peer that
+  // cannot prove it holds the same secret; the client fails with
+  // FailedPrecondition ("... refused the job token") when the server refuses
+  // it, or when the server cannot prove the secret back. Client and server
+  // must agree: empty on both sides means no authentication.
+  std::string auth_secret;
+  // Server with a secret: how long an accepted connection may take to
+  // complete the handshake before it is dropped. The server keeps serving
+  // other clients meanwhile.
+  std::chrono::milliseconds auth_timeout{10000};
 };
 
 // The server half (rank 0): owns the listening socket and one serving thread
@@ -52,7 +65,9 @@ class TcpStoreServer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Connects to a server, retrying until the deadline (the server may start later).
+// Connects to a server, retrying until the deadline (the server may start
+// later), and authenticates with options.auth_secret when it is set (the
+// handshake is bounded by the same deadline; a refusal is not retried).
 Result<std::shared_ptr<Store>> ConnectTcpStore(const TcpStoreOptions& options, Deadline deadline);
 
 }  // namespace cohort::comm

@@ -5,6 +5,9 @@
 // LOCAL_RANK, ...), forwards their output line by line with a "[rank R] "
 // prefix, and supervises them: the first rank to fail (non-zero exit or a
 // signal) stops the others, SIGTERM first and SIGKILL after a grace period.
+// The ranks share a job token (COHORT_JOB_TOKEN) with which their rendezvous
+// authenticates peers: the launcher's own COHORT_JOB_TOKEN when it is set and
+// not empty, otherwise a fresh random one per Launch().
 // Called by the `cohort` CLI and by tests. Launch() blocks the calling thread
 // until every rank has been reaped; while it runs it owns the process-wide
 // dispositions of SIGCHLD, SIGINT, SIGTERM, SIGHUP and SIGPIPE (restored on
@@ -56,6 +59,10 @@ Result<int> Launch(const LaunchOptions& options);
 // kernel picked and closes the socket. Racy by nature (someone may take the
 // port before rank 0 binds it) but good enough on one machine.
 Result<int> PickFreePort();
+
+// A new random job token: 32 lowercase hex characters (128 bits from the
+// kernel's CSPRNG). IoError when no randomness can be had.
+Result<std::string> NewJobToken();
 
 // max(1, usable CPUs / num_ranks): the OMP_NUM_THREADS / OPENBLAS_NUM_THREADS
 // each rank gets unless the launcher's environment already sets them.

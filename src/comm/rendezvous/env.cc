@@ -1,5 +1,6 @@
 // RendezvousConfigFromEnv: parses and validates the torchrun environment
-// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE).
+// (MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE)
+// and picks up the job token (COHORT_JOB_TOKEN).
 // Stateless; thread-safe as long as the lookup is (std::getenv is, absent
 // concurrent setenv).
 #include <charconv>
@@ -70,6 +71,7 @@ Status ValidateRanks(const RendezvousConfig& c) {
 
 Result<RendezvousConfig> RendezvousConfigFromEnv(const EnvLookup& lookup) {
   const EnvLookup get = lookup ? lookup : EnvLookup(&GetEnv);
+  const std::string auth_secret = get("COHORT_JOB_TOKEN").value_or("");
   const std::optional<std::string> master_addr = get("MASTER_ADDR");
   const std::optional<std::string> master_port = get("MASTER_PORT");
   const std::optional<std::string> rank = get("RANK");
@@ -99,6 +101,7 @@ Result<RendezvousConfig> RendezvousConfigFromEnv(const EnvLookup& lookup) {
                                 ParseInt("LOCAL_RANK", *local_rank, "in [0, LOCAL_WORLD_SIZE)"));
       }
       COHORT_RETURN_IF_ERROR(ValidateRanks(config));
+      config.auth_secret = auth_secret;
       return config;
     }
     // e.g. RANK set without WORLD_SIZE: a half-configured launch, not a
@@ -133,6 +136,7 @@ Result<RendezvousConfig> RendezvousConfigFromEnv(const EnvLookup& lookup) {
       config.local_rank,
       ParseInt("LOCAL_RANK", *local_rank, "an integer in [0, LOCAL_WORLD_SIZE)"));
   COHORT_RETURN_IF_ERROR(ValidateRanks(config));
+  config.auth_secret = auth_secret;
   return config;
 }
 

@@ -25,6 +25,21 @@
 // connection (the late answer would otherwise be taken for the answer to its
 // next request) and reconnects on its next call; a client whose server closed
 // the connection fails every later call with Unavailable.
+//
+// Authentication (TcpStoreOptions::auth_secret set; the handshake itself is
+// described in src/comm/auth.h, with context "store"): the server sends its
+// challenge as soon as it accepts a connection. The client sends an AUTH
+// frame (op 0xA7, key_len 0) without waiting for it, then its response, and
+// reads the verdict; only then does it send requests. A server without a
+// secret drops a connection that sends AUTH, so a client with a secret fails
+// at once instead of at its deadline; a client without a secret that meets a
+// server with one reads 0xA7 where it expects a status code, and says the
+// store requires a job token. Until a connection is authenticated the server
+// reads no more than the handshake needs and answers nothing else; it drops
+// the connection -- with one WARN line naming the peer's address and the
+// reason -- when the peer sends anything but AUTH and a correct response,
+// closes, or does not finish within auth_timeout. The serving loop never
+// blocks on a handshake: other clients are served meanwhile.
 #include <arpa/inet.h>
 #include <fcntl.h>
 #include <netdb.h>
@@ -37,16 +52,19 @@
 #include <algorithm>
 #include <cerrno>
 #include <charconv>
+#include <cstdio>
 #include <cstring>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
 
+#include "auth.h"
 #include "cohort/comm/store.h"
 #include "cohort/common/logging.h"
 
@@ -56,6 +74,12 @@ namespace {
 constexpr uint8_t kOpSet = 1;
 constexpr uint8_t kOpGet = 2;
 constexpr uint8_t kOpAdd = 3;
+// The first frame of an authenticating client; equal to the first byte of a
+// challenge, which no response code is.
+constexpr uint8_t kOpAuth = 0xA7;
+static_assert(kOpAuth == static_cast<uint8_t>(auth::kChallengeMagic[0]));
+constexpr size_t kAuthFrameBytes = 5;  // op, key_len = 0
+constexpr const char* kAuthContext = "store";
 constexpr uint32_t kMaxKeyBytes = 64 * 1024;
 constexpr uint32_t kMaxValueBytes = 256u * 1024 * 1024;
 constexpr size_t kRequestHeaderBytes = 1 + 4;  // op, key_len
@@ -71,6 +95,7 @@ const char* OpName(uint8_t op) {
     case kOpSet: return "SET";
     case kOpGet: return "GET";
     case kOpAdd: return "ADD";
+    case kOpAuth: return "AUTH";
   }
   return "?";
 }
@@ -104,6 +129,12 @@ std::string IpText(const sockaddr_in& addr) {
   char buf[INET_ADDRSTRLEN] = {};
   if (inet_ntop(AF_INET, &addr.sin_addr, buf, sizeof(buf)) == nullptr) return "";
   return buf;
+}
+
+std::string AuthFrame() {
+  std::string frame(1, static_cast<char>(kOpAuth));
+  PutU32(&frame, 0);
+  return frame;
 }
 
 void SetNoDelay(int fd) {
@@ -140,12 +171,23 @@ struct TcpStoreServer::Impl {
     bool waiting = false;  // a GET for waiting_key is outstanding
     std::string waiting_key;
     bool dead = false;     // closed at the end of this loop iteration
+    std::string peer;      // the client's "ip:port", for messages
+    // With a secret: false until the handshake succeeds; `challenge` holds
+    // the nonce sent, `auth_deadline` is when the connection is dropped.
+    bool authenticated = true;
+    std::optional<auth::Challenge> challenge;
+    Deadline::Clock::time_point auth_deadline{};
+    bool refused = false;  // the refusal was logged
   };
 
   ~Impl();
   void Run();
   void Accept();
   void ReadFrom(int fd, Conn& conn);
+  void Authenticate(int fd, Conn& conn);
+  void Refuse(int fd, Conn& conn, const std::string& reason);
+  int HandshakePollTimeoutMs() const;
+  void ExpireHandshakes();
   void Process(int fd, Conn& conn);
   void Handle(int fd, Conn& conn, uint8_t op, std::string key, std::string value, int64_t delta);
   void Wake(const std::string& key);
@@ -154,6 +196,8 @@ struct TcpStoreServer::Impl {
 
   std::string address;  // host:port, for messages
   int port = 0;
+  std::string auth_secret;  // empty: no authentication
+  std::chrono::milliseconds auth_timeout{0};
   int listen_fd = -1;
   int wake_read_fd = -1;   // self-pipe: the destructor writes one byte
   int wake_write_fd = -1;
@@ -190,7 +234,7 @@ void TcpStoreServer::Impl::Run() {
       if (conn.out_off < conn.out.size()) events |= POLLOUT;
       pfds.push_back({fd, events, 0});
     }
-    int n = poll(pfds.data(), pfds.size(), -1);
+    int n = poll(pfds.data(), pfds.size(), HandshakePollTimeoutMs());
     if (n < 0) {
       if (errno == EINTR) continue;
       COHORT_LOG(ERROR) << "rendezvous store at " << address
@@ -206,7 +250,8 @@ void TcpStoreServer::Impl::Run() {
       if (it == conns.end()) continue;
       Conn& conn = it->second;
       if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR)) ReadFrom(fd, conn);
-      if (!conn.dead) Process(fd, conn);
+      if (!conn.authenticated) Authenticate(fd, conn);
+      if (!conn.dead && conn.authenticated) Process(fd, conn);
       if (!conn.dead) Flush(fd, conn);
     }
     // Connections woken by a SET/ADD may have more requests buffered.
@@ -218,6 +263,7 @@ void TcpStoreServer::Impl::Run() {
       Process(fd, it->second);
       if (!it->second.dead) Flush(fd, it->second);
     }
+    ExpireHandshakes();
     CloseDead();
   }
   // Closing every socket now makes waiting clients fail at once.
@@ -230,7 +276,10 @@ void TcpStoreServer::Impl::Run() {
 
 void TcpStoreServer::Impl::Accept() {
   while (true) {
-    int fd = accept4(listen_fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    sockaddr_in peer{};
+    socklen_t peer_len = sizeof(peer);
+    int fd = accept4(listen_fd, reinterpret_cast<sockaddr*>(&peer), &peer_len,
+                     SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
       if (errno != EAGAIN && errno != EWOULDBLOCK) {
@@ -242,14 +291,114 @@ void TcpStoreServer::Impl::Accept() {
       return;
     }
     SetNoDelay(fd);
-    conns[fd] = Conn{};
+    Conn& conn = conns[fd] = Conn{};
+    conn.peer = HostPort(IpText(peer), ntohs(peer.sin_port));
+    if (auth_secret.empty()) continue;
+    conn.authenticated = false;
+    conn.auth_deadline = Deadline::Clock::now() + auth_timeout;
+    Result<auth::Challenge> challenge = auth::Challenge::New();
+    if (!challenge.ok()) {
+      Refuse(fd, conn, challenge.status().message());
+      continue;
+    }
+    conn.challenge = std::move(challenge).value();
+    conn.out = conn.challenge->Wire();
+    Flush(fd, conn);
+  }
+}
+
+// Looks at what an unauthenticated connection sent so far (ReadFrom takes no
+// more than the AUTH frame and the response) and accepts or refuses it once
+// the response is complete.
+void TcpStoreServer::Impl::Authenticate(int fd, Conn& conn) {
+  const std::string& in = conn.in;
+  if (!in.empty() && static_cast<uint8_t>(in[0]) != kOpAuth) {
+    const auto op = static_cast<uint8_t>(in[0]);
+    if (op == kOpSet || op == kOpGet || op == kOpAdd) {
+      Refuse(fd, conn, "it sent a " + std::string(OpName(op)) +
+                           " request without authenticating (a rank without COHORT_JOB_TOKEN?)");
+    } else {
+      char first[8];
+      std::snprintf(first, sizeof(first), "0x%02x", op);
+      Refuse(fd, conn, std::string("it does not speak the store protocol (first byte ") + first +
+                           ")");
+    }
+    return;
+  }
+  if (in.size() >= kAuthFrameBytes && GetU32(in.data() + 1) != 0) {
+    Refuse(fd, conn, "it sent a malformed AUTH frame");
+    return;
+  }
+  // Incomplete: wait (an EOF before the response is complete is logged by CloseDead).
+  if (in.size() < kAuthFrameBytes + auth::kResponseBytes) return;
+  std::string reply;
+  const bool ok = conn.challenge->Verify(
+      auth_secret, kAuthContext,
+      std::string_view(in).substr(kAuthFrameBytes, auth::kResponseBytes), &reply);
+  conn.in.clear();
+  conn.in_off = 0;
+  conn.out.append(reply);
+  if (!ok) {
+    Refuse(fd, conn, "its authentication proof does not match the job token (a wrong "
+                     "COHORT_JOB_TOKEN, a replayed answer, or not a cohort rank)");
+    return;
+  }
+  conn.authenticated = true;
+  conn.challenge.reset();
+  COHORT_LOG(DEBUG) << "rendezvous store at " << address << ": " << conn.peer << " authenticated";
+}
+
+// Sends what is queued (the refusal byte, if any) and drops the connection
+// with one WARN line. What the peer already sent is read and discarded first
+// (up to 64 KiB), so that closing sends it a FIN rather than a reset that
+// could destroy the challenge or verdict before it reads them.
+void TcpStoreServer::Impl::Refuse(int fd, Conn& conn, const std::string& reason) {
+  if (!conn.dead) {
+    Flush(fd, conn);
+    char scratch[4096];
+    for (int i = 0; i < 16; ++i) {
+      ssize_t r = recv(fd, scratch, sizeof(scratch), MSG_DONTWAIT);
+      if (r <= 0 && !(r < 0 && errno == EINTR)) break;
+    }
+  }
+  conn.dead = true;
+  if (conn.refused) return;
+  conn.refused = true;
+  COHORT_LOG(WARN) << "rendezvous store at " << address << ": refused a connection from "
+                   << conn.peer << ": " << reason;
+}
+
+// -1 (no limit) unless a handshake is pending; then until the first one expires.
+int TcpStoreServer::Impl::HandshakePollTimeoutMs() const {
+  int timeout = -1;
+  for (const auto& [fd, conn] : conns) {
+    if (conn.authenticated || conn.dead) continue;
+    const int ms = Deadline(conn.auth_deadline).RemainingMsForPoll();
+    if (timeout < 0 || ms < timeout) timeout = ms;
+  }
+  return timeout;
+}
+
+void TcpStoreServer::Impl::ExpireHandshakes() {
+  const auto now = Deadline::Clock::now();
+  for (auto& [fd, conn] : conns) {
+    if (conn.authenticated || conn.dead || now < conn.auth_deadline) continue;
+    Refuse(fd, conn, "it did not complete the authentication handshake within " +
+                         std::to_string(auth_timeout.count()) + " ms");
   }
 }
 
 void TcpStoreServer::Impl::ReadFrom(int fd, Conn& conn) {
   char buf[64 * 1024];
   while (true) {
-    ssize_t r = recv(fd, buf, sizeof(buf), 0);
+    size_t want = sizeof(buf);
+    if (!conn.authenticated) {
+      // Never more than the handshake needs from a peer not yet trusted.
+      const size_t need = kAuthFrameBytes + auth::kResponseBytes;
+      if (conn.in.size() >= need) return;
+      want = need - conn.in.size();
+    }
+    ssize_t r = recv(fd, buf, want, 0);
     if (r > 0) {
       conn.in.append(buf, static_cast<size_t>(r));
       continue;
@@ -268,6 +417,13 @@ void TcpStoreServer::Impl::Process(int fd, Conn& conn) {
     if (avail < kRequestHeaderBytes) break;
     const uint8_t op = static_cast<uint8_t>(p[0]);
     const uint32_t key_len = GetU32(p + 1);
+    if (op == kOpAuth && auth_secret.empty()) {
+      COHORT_LOG(WARN) << "rendezvous store at " << address << ": refused a connection from "
+                       << conn.peer << ": it wants to authenticate, but this store runs "
+                       << "without a job token (COHORT_JOB_TOKEN differs between ranks)";
+      conn.dead = true;
+      return;
+    }
     if ((op != kOpSet && op != kOpGet && op != kOpAdd) || key_len > kMaxKeyBytes) {
       COHORT_LOG(WARN) << "rendezvous store at " << address << ": protocol error from a client (op "
                        << int{op} << ", key length " << key_len << "); dropping it";
@@ -395,6 +551,10 @@ void TcpStoreServer::Impl::CloseDead() {
       continue;
     }
     const int fd = it->first;
+    if (!it->second.authenticated && !it->second.refused) {
+      COHORT_LOG(WARN) << "rendezvous store at " << address << ": refused a connection from "
+                       << it->second.peer << ": it closed the connection before authenticating";
+    }
     if (it->second.waiting) {
       auto w = waiters.find(it->second.waiting_key);
       if (w != waiters.end()) {
@@ -462,6 +622,8 @@ Result<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const TcpStoreOpti
   }
   impl->port = ntohs(bound.sin_port);
   impl->address = HostPort(options.host, impl->port);
+  impl->auth_secret = options.auth_secret;
+  impl->auth_timeout = options.auth_timeout;
   int pipe_fds[2];
   if (pipe2(pipe_fds, O_NONBLOCK | O_CLOEXEC) != 0) {
     return Status::IoError("rendezvous store: pipe2 failed: " + ErrnoText(errno));
@@ -470,7 +632,9 @@ Result<std::unique_ptr<TcpStoreServer>> TcpStoreServer::Start(const TcpStoreOpti
   impl->wake_write_fd = pipe_fds[1];
   Impl* raw = impl.get();
   impl->thread = std::thread([raw] { raw->Run(); });
-  COHORT_LOG(DEBUG) << "rendezvous store listening on " << impl->address;
+  COHORT_LOG(DEBUG) << "rendezvous store listening on " << impl->address
+                    << (impl->auth_secret.empty() ? ""
+                                                  : " (clients authenticate with the job token)");
   return std::unique_ptr<TcpStoreServer>(new TcpStoreServer(std::move(impl)));
 }
 
@@ -560,6 +724,22 @@ Result<int> ConnectWithRetry(const std::string& host, int port, Deadline deadlin
   }
 }
 
+// ConnectWithRetry, then (with a secret) the handshake, bounded by the same
+// deadline. A refused handshake is not retried: the token will not change.
+Result<int> ConnectAndAuthenticate(const std::string& host, int port, const std::string& secret,
+                                   Deadline deadline) {
+  COHORT_ASSIGN_OR_RETURN(int fd, ConnectWithRetry(host, port, deadline));
+  if (secret.empty()) return fd;
+  Status st = auth::Authenticate(fd, secret, kAuthContext,
+                                 "rendezvous store at " + HostPort(host, port), deadline,
+                                 AuthFrame());
+  if (!st.ok()) {
+    close(fd);
+    return st;
+  }
+  return fd;
+}
+
 std::string LocalIp(int fd) {
   sockaddr_in addr{};
   socklen_t len = sizeof(addr);
@@ -569,9 +749,10 @@ std::string LocalIp(int fd) {
 
 class TcpStoreClient : public Store {
  public:
-  TcpStoreClient(std::string host, int port, int fd)
+  TcpStoreClient(std::string host, int port, std::string auth_secret, int fd)
       : host_(std::move(host)),
         port_(port),
+        auth_secret_(std::move(auth_secret)),
         address_(HostPort(host_, port_)),
         local_address_(LocalIp(fd)),
         fd_(fd) {}
@@ -644,6 +825,16 @@ class TcpStoreClient : public Store {
     COHORT_RETURN_IF_ERROR(SendAll(request, deadline, timeout_message));
     char code = 0;
     COHORT_RETURN_IF_ERROR(RecvAll(&code, 1, deadline, timeout_message));
+    if (static_cast<uint8_t>(code) == kOpAuth && auth_secret_.empty()) {
+      // A challenge: the server authenticates its clients.
+      Disconnect();
+      server_closed_ = true;
+      refusal_ = Status::FailedPrecondition(
+          "rendezvous store at " + address_ +
+          " requires a job token, and this rank has none (set COHORT_JOB_TOKEN to the job's "
+          "token; every rank of a job needs the same one)");
+      return refusal_;
+    }
     if (code != 0) {
       std::string message;
       COHORT_RETURN_IF_ERROR(RecvBlob(&message, deadline, timeout_message));
@@ -664,7 +855,8 @@ class TcpStoreClient : public Store {
   Status EnsureConnected() {
     if (server_closed_) return Closed();
     if (fd_ >= 0) return Status::Ok();
-    Result<int> fd = ConnectWithRetry(host_, port_, Deadline::After(kReconnectTimeout));
+    Result<int> fd =
+        ConnectAndAuthenticate(host_, port_, auth_secret_, Deadline::After(kReconnectTimeout));
     if (!fd.ok()) {
       return Status::Unavailable("lost the connection to rendezvous store at " + address_ +
                                  " and could not reconnect: " + fd.status().message());
@@ -674,6 +866,7 @@ class TcpStoreClient : public Store {
   }
 
   Status Closed() const {
+    if (!refusal_.ok()) return refusal_;
     return Status::Unavailable("rendezvous store at " + address_ + " closed the connection");
   }
 
@@ -764,11 +957,13 @@ class TcpStoreClient : public Store {
 
   const std::string host_;
   const int port_;
+  const std::string auth_secret_;    // empty: no authentication
   const std::string address_;        // host:port, for messages
   const std::string local_address_;  // from the first connection
   std::mutex mu_;
   int fd_ = -1;                  // guarded by mu_; -1 after a timeout (reconnect)
   bool server_closed_ = false;   // guarded by mu_
+  Status refusal_;               // guarded by mu_; why the server will not serve us, if known
 };
 
 }  // namespace
@@ -781,8 +976,10 @@ Result<std::shared_ptr<Store>> ConnectTcpStore(const TcpStoreOptions& options, D
     return Status::InvalidArgument("rendezvous store port " + std::to_string(options.port) +
                                    " is out of range: must be in [1, 65535]");
   }
-  COHORT_ASSIGN_OR_RETURN(int fd, ConnectWithRetry(options.host, options.port, deadline));
-  auto store = std::make_shared<TcpStoreClient>(options.host, options.port, fd);
+  COHORT_ASSIGN_OR_RETURN(
+      int fd, ConnectAndAuthenticate(options.host, options.port, options.auth_secret, deadline));
+  auto store =
+      std::make_shared<TcpStoreClient>(options.host, options.port, options.auth_secret, fd);
   COHORT_LOG(DEBUG) << "connected to rendezvous store at " << HostPort(options.host, options.port)
                     << " from " << store->LocalAddress();
   return std::shared_ptr<Store>(std::move(store));

@@ -8,6 +8,18 @@
 // connection opens with a hello {magic, rank} so accepted sockets are matched
 // to their rank. Sockets are non-blocking afterwards and polled with the
 // operation's deadline.
+//
+// With an auth secret (Options::auth_secret, COHORT_JOB_TOKEN) every
+// connection is authenticated both ways before it joins the mesh (src/comm/
+// auth.h, context "mesh rank <connector> -> rank <acceptor>", so the proof
+// also binds the claimed rank): the acceptor sends its challenge on accept;
+// the connector sends its hello (another magic) and its response, and checks
+// the acceptor's proof. The acceptor serves all pending handshakes from one
+// poll loop, so a peer that stalls or sends garbage delays nobody; it is
+// refused -- closed, with one WARN line naming its address and the reason --
+// and so is one that claims a rank already connected. A connector that is
+// refused fails with FailedPrecondition ("... refused the job token").
+// Connections still pending when every rank has joined are refused too.
 #pragma once
 
 #include <memory>
@@ -21,8 +33,10 @@ namespace cohort::comm {
 
 class TcpMesh : public PairTransport {
  public:
+  // auth_secret: empty = no authentication; every rank must pass the same.
   static Result<std::unique_ptr<TcpMesh>> Connect(Store& store, int rank, int world_size,
-                                                  Deadline deadline);
+                                                  Deadline deadline,
+                                                  const std::string& auth_secret = "");
   ~TcpMesh() override;
 
   int rank() const override { return rank_; }
