@@ -417,6 +417,7 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
     (void)client.Stop(*id);
     g_run_interrupted = 0;
     follow.interrupted = [] { return g_run_interrupted != 0; };
+    follow.log_offset = result->log_offset;  // the rest of the log, not all of it again
     ProgressPrinter quiet = ProgressPrinter::ForStdout(false);
     result = FollowJob(client, *id, quiet, follow);
   }

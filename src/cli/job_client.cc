@@ -8,14 +8,20 @@
 #include <algorithm>
 #include <cctype>
 #include <cmath>
+#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
+#include <deque>
 #include <fstream>
+#include <memory>
+#include <mutex>
+#include <optional>
 #include <sstream>
 #include <thread>
 
 #include "cli/package.h"
+#include "cohort/net/ws_client.h"
 #include "http/http_client.h"
 
 namespace cohort::cli {
@@ -65,18 +71,6 @@ Result<Json> ParseObject(const std::string& text, const std::string& what) {
     return Status::InvalidArgument(what + " must be a JSON object, got: " + text.substr(0, 200));
   }
   return j;
-}
-
-// Sleeps `d` in short slices; false if interrupted meanwhile.
-bool SleepUnlessInterrupted(std::chrono::milliseconds d, const std::function<bool()>& interrupted) {
-  const auto until = std::chrono::steady_clock::now() + d;
-  while (std::chrono::steady_clock::now() < until) {
-    if (interrupted && interrupted()) return false;
-    auto left = until - std::chrono::steady_clock::now();
-    std::this_thread::sleep_for(std::min<std::chrono::steady_clock::duration>(
-        left, std::chrono::milliseconds(50)));
-  }
-  return !(interrupted && interrupted());
 }
 
 }  // namespace
@@ -424,10 +418,264 @@ std::string FinalStatusLine(const std::string& id, const std::string& status,
 
 // --- following -------------------------------------------------------------------
 
+std::string_view LogOffsetFilter::Next(std::string_view chunk) {
+  const uint64_t start = position_;
+  position_ += chunk.size();
+  if (position_ <= printed_) return {};
+  const uint64_t skip = printed_ > start ? printed_ - start : 0;
+  printed_ = position_;
+  return chunk.substr(static_cast<size_t>(skip));
+}
+
+Result<std::string> JobClient::LogTailUrl(const std::string& id) const {
+  constexpr std::string_view kHttp = "http://";
+  if (conn_.address.compare(0, kHttp.size(), kHttp) != 0) {
+    return Status::InvalidArgument("cannot follow a log through " + conn_.address +
+                                   ": the log stream needs an http:// head address (no wss://)");
+  }
+  return "ws://" + conn_.address.substr(kHttp.size()) + "/api/jobs/" + http::UrlEncode(id) +
+         "/logs/tail";
+}
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// The longest wait between two tries to reopen the log stream.
+constexpr std::chrono::milliseconds kMaxReconnectDelay{2000};
+// A connection that stayed open this long counts as a working one even if
+// it brought nothing new (a quiet job).
+constexpr std::chrono::milliseconds kHealthyConnection{5000};
+constexpr std::chrono::milliseconds kConnectTimeout{5000};
+// Log bytes queued for the printing thread before the stream stops reading.
+constexpr size_t kMaxQueuedBytes = size_t{4} << 20;
+
+std::string Seconds(Clock::duration d) {
+  char buf[32];
+  std::snprintf(buf, sizeof(buf), "%.1f s", std::chrono::duration<double>(d).count());
+  return buf;
+}
+
+// One job's log stream on a thread of its own: opens the logs/tail
+// WebSocket, hands the new bytes (LogOffsetFilter) and notes to the
+// following thread through a bounded queue, reopens the stream after it
+// breaks. Ends with ended() (the head closed it with 1000) or error().
+// Take/Wait/Stop are for one consumer thread.
+class LogTail {
+ public:
+  struct Event {
+    bool note = false;  // a line of the CLI's own; else log bytes
+    std::string text;
+  };
+
+  LogTail(std::string id, std::string url, net::WebSocketClient::Headers headers, Connection conn,
+          const FollowOptions& options)
+      : id_(std::move(id)), url_(std::move(url)), headers_(std::move(headers)),
+        conn_(std::move(conn)), options_(options) {}
+  ~LogTail() { Stop(); }
+  LogTail(const LogTail&) = delete;
+  LogTail& operator=(const LogTail&) = delete;
+
+  void Start() { thread_ = std::thread([this] { Run(); }); }
+
+  // Ends the stream (aborting a read in progress) and joins the thread.
+  void Stop() {
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      stop_ = true;
+      if (live_ != nullptr) live_->Abort();
+    }
+    space_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // Waits until an event is queued, the stream ended or failed, or `until`.
+  void Wait(Clock::time_point until) {
+    std::unique_lock<std::mutex> lock(mu_);
+    ready_.wait_until(lock, until, [&] { return !queue_.empty() || ended_ || error_; });
+  }
+
+  // Moves the queued events into `out`. Returns true once the stream has
+  // ended and every event has been taken.
+  bool Take(std::vector<Event>* out) {
+    std::lock_guard<std::mutex> lock(mu_);
+    while (!queue_.empty()) {
+      out->push_back(std::move(queue_.front()));
+      queue_.pop_front();
+    }
+    queued_bytes_ = 0;
+    space_.notify_all();
+    return ended_;
+  }
+
+  std::optional<Status> error() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return error_;
+  }
+
+  // When the stream last opened or brought a message (replayed bytes that
+  // are skipped included).
+  Clock::time_point last_activity() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return last_activity_;
+  }
+
+ private:
+  void Run();
+
+  // Queues `e`, first waiting while the queue is full. False once stopping.
+  bool Push(Event e) {
+    std::unique_lock<std::mutex> lock(mu_);
+    space_.wait(lock, [&] { return stop_ || queued_bytes_ < kMaxQueuedBytes; });
+    if (stop_) return false;
+    queued_bytes_ += e.text.size();
+    queue_.push_back(std::move(e));
+    ready_.notify_all();
+    return true;
+  }
+
+  void Finish(std::optional<Status> error) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (error) {
+      error_ = std::move(error);
+    } else {
+      ended_ = true;
+    }
+    ready_.notify_all();
+  }
+
+  // False if stopped meanwhile.
+  bool SleepUnlessStopped(std::chrono::milliseconds d) {
+    std::unique_lock<std::mutex> lock(mu_);
+    return !space_.wait_for(lock, d, [&] { return stop_; });
+  }
+
+  bool stopping() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return stop_;
+  }
+
+  // What a refused connection means for the user (no retry helps).
+  Status Refused(const Status& s) const {
+    if (s.code() == StatusCode::kFailedPrecondition) {
+      return Status::FailedPrecondition(
+          "the head refused the token: pass --token or set COHORT_TOKEN (the head's token is in " +
+          conn_.state_dir + "/token)");
+    }
+    return Status(s.code(), "cannot follow the log of job " + id_ + ": " + s.message());
+  }
+
+  const std::string id_, url_;
+  const net::WebSocketClient::Headers headers_;
+  const Connection conn_;
+  const FollowOptions options_;
+
+  std::mutex mu_;
+  std::condition_variable ready_;  // consumer: an event, the end or an error
+  std::condition_variable space_;  // producer: room in the queue, or stop_
+  std::deque<Event> queue_;
+  size_t queued_bytes_ = 0;
+  bool stop_ = false;
+  bool ended_ = false;
+  std::optional<Status> error_;
+  Clock::time_point last_activity_ = Clock::now();
+  net::WebSocketClient* live_ = nullptr;  // the open connection, for Stop's Abort
+  std::thread thread_;
+};
+
+void LogTail::Run() {
+  LogOffsetFilter filter(options_.log_offset);
+  std::chrono::milliseconds delay = options_.reconnect_delay;
+  std::optional<Clock::time_point> failing_since;  // the current run of failed tries
+  int failed_tries = 0;
+  Status last_error;
+  while (!stopping()) {
+    filter.Restart();
+    const uint64_t printed_before = filter.printed();
+    const Clock::time_point opened = Clock::now();
+    bool ended = false;
+    Result<std::unique_ptr<net::WebSocketClient>> ws = net::WebSocketClient::Connect(
+        url_, headers_, Deadline::After(std::min(kConnectTimeout, options_.unreachable_timeout)));
+    if (!ws.ok()) {
+      const StatusCode code = ws.status().code();
+      if (code != StatusCode::kUnavailable && code != StatusCode::kDeadlineExceeded) {
+        return Finish(Refused(ws.status()));
+      }
+      last_error = ws.status();
+    } else {
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        if (stop_) return (*ws)->Abort();
+        live_ = ws->get();
+        last_activity_ = Clock::now();
+      }
+      (*ws)->SetIdleTimeout(options_.stream_idle_timeout);
+      while (true) {
+        Result<std::optional<std::string>> message = (*ws)->ReadMessage();
+        if (!message.ok()) {
+          last_error = message.status();  // Cancelled when stopping
+          break;
+        }
+        {
+          std::lock_guard<std::mutex> lock(mu_);
+          last_activity_ = Clock::now();
+        }
+        if (!message->has_value()) {
+          const uint16_t close_code = (*ws)->close_code().value_or(1005);
+          if (close_code == 1000) {
+            ended = true;
+          } else {
+            const std::string& reason = (*ws)->close_reason();
+            last_error = Status::Unavailable("the head closed the log stream with code " +
+                                             std::to_string(close_code) +
+                                             (reason.empty() ? "" : " (" + reason + ")"));
+          }
+          break;
+        }
+        std::string_view fresh = filter.Next(**message);
+        if (fresh.empty()) continue;
+        delay = options_.reconnect_delay;
+        if (!Push(Event{false, std::string(fresh)})) break;
+      }
+      {
+        std::lock_guard<std::mutex> lock(mu_);
+        live_ = nullptr;
+      }
+      ws->reset();
+      if (ended) return Finish(std::nullopt);
+    }
+    if (stopping()) return;
+
+    const Clock::time_point now = Clock::now();
+    if (filter.printed() > printed_before || now - opened >= kHealthyConnection) {
+      failing_since.reset();  // that connection worked; this is a new failure
+      failed_tries = 0;
+    }
+    ++failed_tries;
+    if (!failing_since) {
+      failing_since = now;
+      Push(Event{true, "(log stream interrupted after byte " + std::to_string(filter.printed()) +
+                           ": " + last_error.message() + "; reconnecting)"});
+    }
+    if (now - *failing_since >= options_.unreachable_timeout) {
+      return Finish(Status::Unavailable(
+          "lost the log stream of job " + id_ + " from the cohort head at " + conn_.address +
+          " after byte " + std::to_string(filter.printed()) + ", and " +
+          std::to_string(failed_tries) + " tries over " + Seconds(now - *failing_since) +
+          " did not reopen it: " + last_error.message() +
+          " (is the head running? `cohort job logs " + id_ + "` prints the whole log)"));
+    }
+    if (!SleepUnlessStopped(delay)) return;
+    delay = std::min(delay * 2, kMaxReconnectDelay);
+  }
+}
+
+}  // namespace
+
 Result<FollowResult> FollowJob(JobClient& client, const std::string& id, ProgressPrinter& printer,
                                const FollowOptions& options) {
   FollowResult result;
-  size_t log_offset = 0;
+  result.log_offset = options.log_offset;
   int64_t since = 0;
   bool metrics_supported = options.show_progress;
   ProgressTracker tracker;
@@ -436,6 +684,20 @@ Result<FollowResult> FollowJob(JobClient& client, const std::string& id, Progres
   bool unreachable = false;  // since unreachable_since
   std::chrono::steady_clock::time_point unreachable_since{};
   bool said_unreachable = false;
+
+  std::unique_ptr<LogTail> tail;  // opened after the first answer about the job
+  std::vector<LogTail::Event> events;
+  bool log_ended = false;
+  bool polled_after_log_end = false;
+  bool terminal = false;
+  std::string status, message;
+  Clock::time_point next_poll = Clock::now();
+  Clock::time_point last_log_event = Clock::now();  // or when the job was seen terminal
+
+  auto stop = [&] {
+    if (tail) tail->Stop();
+    printer.Finish();
+  };
 
   // Transport trouble (the head restarting) is retried for a while.
   auto retryable = [&](const Status& s) -> bool {
@@ -453,27 +715,16 @@ Result<FollowResult> FollowJob(JobClient& client, const std::string& id, Progres
     return true;
   };
 
-  while (true) {
-    if (options.interrupted && options.interrupted()) {
-      printer.Finish();
-      result.interrupted = true;
-      return result;
-    }
+  // One poll of the job's details and metrics. Non-OK: following ends.
+  auto poll = [&]() -> Status {
     Result<Json> details = client.Get(id);
-    if (!details.ok()) {
-      if (!retryable(details.status())) {
-        printer.Finish();
-        return details.status();
-      }
-      SleepUnlessInterrupted(options.poll_interval, options.interrupted);
-      continue;
-    }
+    if (!details.ok()) return retryable(details.status()) ? Status::Ok() : details.status();
     if (said_unreachable) printer.Note("(reconnected to the head)");
     unreachable = false;
     said_unreachable = false;
     result.details = *details;
-    const std::string status = StringField(*details, "status");
-    const std::string message = StringField(*details, "message");
+    status = StringField(*details, "status");
+    message = StringField(*details, "message");
 
     if (auto it = details->find("attempt"); it != details->end() && it->is_number_integer()) {
       const int64_t attempt = it->get<int64_t>();
@@ -494,15 +745,9 @@ Result<FollowResult> FollowJob(JobClient& client, const std::string& id, Progres
       tracker.SetStartTime(UnixNow());
     }
     last_status = status;
-
-    Result<std::string> logs = client.Logs(id);
-    if (logs.ok()) {
-      if (logs->size() < log_offset) log_offset = 0;  // a new log (e.g. a restarted attempt)
-      printer.Log(std::string_view(*logs).substr(log_offset));
-      log_offset = logs->size();
-    } else if (logs.status().code() != StatusCode::kUnavailable) {
-      printer.Finish();
-      return logs.status();
+    if (IsTerminalStatus(status) && !terminal) {
+      terminal = true;
+      last_log_event = Clock::now();  // the drain wait starts now
     }
 
     if (metrics_supported) {
@@ -516,13 +761,79 @@ Result<FollowResult> FollowJob(JobClient& client, const std::string& id, Progres
       printer.Update(tracker, UnixNow());
     }
 
-    if (IsTerminalStatus(status)) {
-      printer.Finish();
+    if (!tail) {
+      COHORT_ASSIGN_OR_RETURN(std::string url, client.LogTailUrl(id));
+      net::WebSocketClient::Headers headers;
+      if (!client.connection().token.empty()) {
+        headers.emplace_back("Authorization", "Bearer " + client.connection().token);
+      }
+      tail = std::make_unique<LogTail>(id, std::move(url), std::move(headers), client.connection(),
+                                       options);
+      tail->Start();
+    }
+    return Status::Ok();
+  };
+
+  while (true) {
+    if (options.interrupted && options.interrupted()) {
+      stop();
+      result.interrupted = true;
+      return result;
+    }
+
+    if (tail) {
+      events.clear();
+      log_ended = tail->Take(&events);
+      for (LogTail::Event& e : events) {
+        if (e.note) {
+          printer.Note(e.text);
+        } else {
+          printer.Log(e.text);
+          result.log_offset += e.text.size();
+        }
+      }
+      if (!events.empty()) last_log_event = Clock::now();
+      if (std::optional<Status> error = tail->error()) {
+        stop();
+        return *error;
+      }
+    }
+
+    // The head ends the stream once the job is terminal: ask for the final
+    // status right away.
+    Clock::time_point now = Clock::now();
+    const bool poll_now = log_ended && !polled_after_log_end;
+    if (now >= next_poll || poll_now) {
+      if (log_ended) polled_after_log_end = true;
+      if (Status s = poll(); !s.ok()) {
+        stop();
+        return s;
+      }
+      now = Clock::now();
+      next_poll = now + options.poll_interval;
+    }
+
+    if (terminal && log_ended) {
+      stop();
       result.status = status;
       result.message = message;
       return result;
     }
-    SleepUnlessInterrupted(options.poll_interval, options.interrupted);
+    if (terminal && tail && now - std::max(last_log_event, tail->last_activity()) > options.stream_idle_timeout) {
+      stop();
+      printer.Note("(the log stream stayed silent for " + Seconds(options.stream_idle_timeout) +
+                   " after the job ended; stopped following)");
+      result.status = status;
+      result.message = message;
+      return result;
+    }
+
+    const Clock::time_point until = std::min(next_poll, now + std::chrono::milliseconds(50));
+    if (tail) {
+      tail->Wait(until);
+    } else {
+      std::this_thread::sleep_until(until);
+    }
   }
 }
 

@@ -3,8 +3,10 @@
 // submit body, quoting the entrypoint, resolving address and token, and
 // following a job (logs + progress) until it ends.
 //
-// Every call is one synchronous HTTP request (libcurl, storage/http). Errors
-// are Statuses a user can act on:
+// Every JobClient call is one synchronous HTTP request (libcurl,
+// storage/http); FollowJob also holds the job's log-tail WebSocket
+// (cohort/net/ws_client.h) open on a thread of its own. Errors are Statuses
+// a user can act on:
 //  - the head cannot be reached: Unavailable "cannot reach the cohort head at
 //    URL: is it running? (cohort start --head)";
 //  - 401/403: FailedPrecondition "the head refused the token: ...";
@@ -18,6 +20,7 @@
 #include <functional>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -63,8 +66,12 @@ class JobClient {
   Result<bool> Stop(const std::string& id);
   // DELETE /api/jobs/{id}.
   Status Delete(const std::string& id);
-  // GET /api/jobs/{id}/logs → the whole log.
+  // GET /api/jobs/{id}/logs → the whole log (the head caps it at its last
+  // 64 MiB). FollowJob streams instead (LogTailUrl).
   Result<std::string> Logs(const std::string& id);
+  // "ws://host:port/api/jobs/{id}/logs/tail" for this connection's address;
+  // InvalidArgument for an https:// address (no wss:// client).
+  Result<std::string> LogTailUrl(const std::string& id) const;
   // GET /api/jobs/{id}/metrics?since=N.
   Result<MetricsPage> Metrics(const std::string& id, int64_t since);
   // GET /api/cluster/status.
@@ -131,13 +138,51 @@ std::string LocalWorkingDir(const Json& request);
 // Terminal statuses: STOPPED, SUCCEEDED, FAILED.
 bool IsTerminalStatus(const std::string& status);
 
+// The new bytes of a log stream that starts over at byte 0 on every
+// connection (the head's logs/tail WebSocket relays the log from its
+// beginning each time it is opened), given how many bytes were printed
+// already. Next() passes on only what lies past printed(): as long as every
+// connection replays the same append-only log (the head's LogStore), each
+// byte is printed exactly once, with no gap, across any number of
+// reconnections. Thread-compatible.
+class LogOffsetFilter {
+ public:
+  explicit LogOffsetFilter(uint64_t printed = 0) : printed_(printed) {}
+  // A new connection: the stream starts again at byte 0.
+  void Restart() { position_ = 0; }
+  // `chunk` is the stream's next bytes. Returns the part of it past
+  // printed() (a suffix of chunk, often empty or all of it) and counts that
+  // part as printed.
+  std::string_view Next(std::string_view chunk);
+  uint64_t printed() const { return printed_; }
+  uint64_t position() const { return position_; }  // bytes seen on this connection
+
+ private:
+  uint64_t printed_ = 0;
+  uint64_t position_ = 0;
+};
+
 struct FollowOptions {
+  // How often the job's details (GET /api/jobs/{id}) and metrics are polled;
+  // the log itself is streamed and printed as it arrives.
   std::chrono::milliseconds poll_interval{500};
   bool show_progress = true;
-  // Polled between requests; true ends following early (Ctrl-C).
+  // Checked at least every 50 ms; true ends following early (Ctrl-C).
   std::function<bool()> interrupted;
-  // Give up after the head has been unreachable for this long.
+  // Give up after the head has been unreachable for this long: the status
+  // polls failing, or the log stream broken and not reopened.
   std::chrono::milliseconds unreachable_timeout{60000};
+  // Bytes at the start of the log not to print (already printed, e.g. by an
+  // earlier FollowJob of the same job: pass its FollowResult::log_offset).
+  uint64_t log_offset = 0;
+  // Wait before reopening a broken log stream; doubles after each failed
+  // try, up to 2 s, and starts over once new bytes arrive.
+  std::chrono::milliseconds reconnect_delay{200};
+  // Keep-alive of the log stream (WebSocketClient::SetIdleTimeout): a
+  // connection silent for this long, pong included, counts as broken. After
+  // the job has ended, a log stream that stays silent this long (while
+  // connected) ends following with a note instead of waiting for ever.
+  std::chrono::milliseconds stream_idle_timeout{30000};
 };
 
 struct FollowResult {
@@ -145,13 +190,30 @@ struct FollowResult {
   std::string status;   // the final status ("" when interrupted)
   std::string message;  // the job's message
   Json details;         // the last job details seen
+  uint64_t log_offset = 0;  // bytes of the log printed, options.log_offset included
 };
 
-// Polls the job's details, log (printing only the new suffix) and metrics
-// (feeding the progress line) every poll_interval until the job is terminal
-// and its log drained, or until interrupted. Notes status changes (PENDING
-// reasons, restarts) through printer.Note. Errors other than the head being
-// briefly unreachable end it.
+// Follows job `id` until it is terminal and its log drained, or until
+// interrupted:
+//  - The log comes from the WebSocket LogTailUrl(id) (token in the
+//    Authorization header), read on a thread of its own: each TEXT frame is
+//    printed (printer.Log) as it arrives, so the log is downloaded once, at
+//    any size. The head closes the stream with code 1000 once the job is
+//    terminal and the log drained; that is the log's end.
+//  - Any other end of the stream (a connection error, a close with another
+//    code, e.g. 1001 when the head restarts) reopens it after
+//    reconnect_delay (with backoff). The reopened stream starts over at byte
+//    0, so the bytes already printed are skipped by offset (LogOffsetFilter)
+//    and printing resumes at the first new byte. One note says the stream
+//    was interrupted. If it cannot be reopened for unreachable_timeout:
+//    Unavailable "lost the log stream of job ... from the cohort head at ...".
+//  - The job's details and metrics (the progress line) are polled every
+//    poll_interval, separately. Status changes (PENDING reasons, restarts)
+//    are noted through printer.Note. A head unreachable for longer than
+//    unreachable_timeout ends following with Unavailable; a refused token,
+//    an unknown job, or a refused WebSocket upgrade end it at once.
+// Interrupting stops the stream within 50 ms, or up to 5 s while it is
+// connecting to a head that does not answer.
 Result<FollowResult> FollowJob(JobClient& client, const std::string& id, ProgressPrinter& printer,
                                const FollowOptions& options);
 

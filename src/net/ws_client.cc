@@ -9,10 +9,12 @@
 
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
 
+#include <atomic>
 #include <functional>
 
 namespace cohort::net {
@@ -88,6 +90,7 @@ struct WebSocketClient::Impl {
   bool open = false;
   std::optional<uint16_t> close_code;
   std::string close_reason;
+  std::atomic<bool> aborted{false};  // set by Abort(), from any thread
 
   // Pumps the io_context until `done` or the deadline; on the deadline closes
   // the socket (completing the operation) and returns false.
@@ -118,6 +121,13 @@ struct WebSocketClient::Impl {
     AbortSocket();
   }
 
+  // After Abort(): the connection is gone, and the call in progress (if any)
+  // reports it as Cancelled.
+  Status Aborted() {
+    MarkAbnormal();
+    return Status::Cancelled("WebSocket connection to " + url + " was aborted");
+  }
+
   void RecordPeerClose() {
     open = false;
     uint16_t code = ws.reason().code;
@@ -129,7 +139,24 @@ struct WebSocketClient::Impl {
 WebSocketClient::WebSocketClient(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 WebSocketClient::~WebSocketClient() {
-  if (impl_ && impl_->open) Close(1000, Deadline::After(std::chrono::seconds(1)));
+  if (impl_ && impl_->open && !impl_->aborted.load()) Close(1000, Deadline::After(std::chrono::seconds(1)));
+}
+
+void WebSocketClient::Abort() {
+  if (impl_->aborted.exchange(true)) return;
+  // post() is the io_context's thread-safe entry: the socket is closed on the
+  // thread that pumps the context (now, or at its next call), which completes
+  // any pending operation with an error.
+  asio::post(impl_->ioc, [s = impl_.get()] { s->AbortSocket(); });
+}
+
+void WebSocketClient::SetIdleTimeout(std::chrono::milliseconds idle) {
+  websocket::stream_base::timeout timeout{};
+  timeout.handshake_timeout = websocket::stream_base::none();
+  timeout.idle_timeout = idle.count() > 0 ? std::chrono::duration_cast<websocket::stream_base::duration>(idle)
+                                          : websocket::stream_base::none();
+  timeout.keep_alive_pings = idle.count() > 0;
+  impl_->ws.set_option(timeout);
 }
 
 Result<std::unique_ptr<WebSocketClient>> WebSocketClient::Connect(std::string_view url, const Headers& headers,
@@ -202,6 +229,7 @@ Result<std::unique_ptr<WebSocketClient>> WebSocketClient::Connect(std::string_vi
 
 Result<std::optional<std::string>> WebSocketClient::ReadMessage(Deadline deadline) {
   Impl& s = *impl_;
+  if (s.aborted.load()) return s.Aborted();
   if (!s.open) {
     if (s.close_code && *s.close_code != kAbnormal) return std::optional<std::string>();
     return Status::Unavailable("WebSocket connection to " + s.url + " is closed");
@@ -214,9 +242,11 @@ Result<std::optional<std::string>> WebSocketClient::ReadMessage(Deadline deadlin
     done = true;
   });
   if (!s.Wait(done, deadline)) {
+    if (s.aborted.load()) return s.Aborted();
     s.MarkAbnormal();
     return Status::DeadlineExceeded("no WebSocket message from " + s.url + " before the deadline");
   }
+  if (ec && s.aborted.load()) return s.Aborted();
   // A close frame arrived (even if the TCP teardown after it then failed,
   // e.g. because the server had already dropped the socket): a normal end.
   if (ec == websocket::error::closed || (ec && s.ws.reason().code != websocket::close_code::none)) {
@@ -233,6 +263,7 @@ Result<std::optional<std::string>> WebSocketClient::ReadMessage(Deadline deadlin
 
 Status WebSocketClient::SendText(std::string_view text, Deadline deadline) {
   Impl& s = *impl_;
+  if (s.aborted.load()) return s.Aborted();
   if (!s.open) return Status::FailedPrecondition("WebSocket connection to " + s.url + " is closed");
   beast::error_code ec;
   bool done = false;
@@ -242,9 +273,11 @@ Status WebSocketClient::SendText(std::string_view text, Deadline deadline) {
     done = true;
   });
   if (!s.Wait(done, deadline)) {
+    if (s.aborted.load()) return s.Aborted();
     s.MarkAbnormal();
     return Status::DeadlineExceeded("sending to " + s.url + " timed out");
   }
+  if (ec && s.aborted.load()) return s.Aborted();
   if (ec) {
     s.MarkAbnormal();
     return Status::Unavailable("sending to " + s.url + " failed: " + ec.message());
@@ -254,6 +287,10 @@ Status WebSocketClient::SendText(std::string_view text, Deadline deadline) {
 
 Status WebSocketClient::Close(uint16_t code, Deadline deadline) {
   Impl& s = *impl_;
+  if (s.aborted.load()) {
+    s.MarkAbnormal();
+    return Status::Ok();
+  }
   if (!s.open) return Status::Ok();
   beast::error_code ec;
   bool done = false;

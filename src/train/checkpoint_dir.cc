@@ -17,6 +17,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "cohort/common/atomic_file.h"
 #include "cohort/common/logging.h"
 
 namespace cohort::train {
@@ -49,11 +50,6 @@ Status FsyncPath(const std::string& path, bool directory) {
   ::close(fd);
   if (rc != 0) return ErrnoStatus("fsync failed for", path, err);
   return Status::Ok();
-}
-
-std::string ParentDir(const std::string& path) {
-  fs::path parent = fs::path(path).parent_path();
-  return parent.empty() ? std::string(".") : parent.string();
 }
 
 // Parses the all-digit `s` into *epoch.
@@ -170,39 +166,7 @@ std::string CheckpointDirName(int64_t epoch) {
 }
 
 Status WriteFileAtomic(const std::string& path, const std::string& contents) {
-  static std::atomic<uint64_t> counter{0};
-  std::string tmp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
-  int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0) return ErrnoStatus("cannot create", tmp, errno);
-  size_t done = 0;
-  while (done < contents.size()) {
-    ssize_t n = ::write(fd, contents.data() + done, contents.size() - done);
-    if (n < 0) {
-      if (errno == EINTR) continue;
-      int err = errno;
-      ::close(fd);
-      ::unlink(tmp.c_str());
-      return ErrnoStatus("cannot write", tmp, err);
-    }
-    done += static_cast<size_t>(n);
-  }
-  if (::fsync(fd) != 0) {
-    int err = errno;
-    ::close(fd);
-    ::unlink(tmp.c_str());
-    return ErrnoStatus("fsync failed for", tmp, err);
-  }
-  if (::close(fd) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoStatus("cannot close", tmp, err);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    int err = errno;
-    ::unlink(tmp.c_str());
-    return ErrnoStatus("cannot rename " + tmp + " to", path, err);
-  }
-  return FsyncPath(ParentDir(path), true);
+  return WriteFileAtomically(path, contents);
 }
 
 Result<std::string> ReadFile(const std::string& path) {

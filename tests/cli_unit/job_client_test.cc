@@ -1,7 +1,8 @@
 // Tests for the job client: address/token resolution, the submit body,
 // shell quoting, error texts (unreachable head, refused token, server
-// errors), package upload (check, then PUT only when missing) and following
-// a job's log and progress, all against a fake head (cpp-httplib) in-process.
+// errors), package upload (check, then PUT only when missing), all against a
+// fake head (cpp-httplib) in-process. Following a job (the log-tail
+// WebSocket) is tested in follow_job_test.cc.
 #include "cli/job_client.h"
 
 #include <arpa/inet.h>
@@ -362,108 +363,6 @@ TEST_F(EnvTest, UploadPackageChecksThenPutsOnlyWhenMissing) {
   EXPECT_EQ(client.UploadPackage(dir_ + "/notes.txt").status().code(),
             StatusCode::kInvalidArgument);
   EXPECT_EQ(client.UploadPackage(dir_ + "/missing").status().code(), StatusCode::kInvalidArgument);
-}
-
-// A job that is PENDING, then RUNNING with a growing log and epoch reports,
-// then SUCCEEDED.
-class ScriptedJob {
- public:
-  explicit ScriptedJob(FakeHead& head, std::string final_status = "SUCCEEDED")
-      : final_status_(std::move(final_status)) {
-    head.server().Get(R"(/api/jobs/([^/]+))", [this](const httplib::Request&, httplib::Response& res) {
-      std::lock_guard<std::mutex> lock(mu_);
-      ++polls_;
-      Json d = {{"submission_id", "raysubmit_t"}, {"entrypoint", "python t.py"}};
-      if (polls_ == 1) {
-        d["status"] = "PENDING";
-        d["pending_reason"] = "waiting for 2 x {CPU: 1}";
-      } else if (polls_ < 6) {
-        d["status"] = "RUNNING";
-      } else {
-        d["status"] = final_status_;
-        d["message"] = final_status_ == "FAILED"
-                           ? "Job entrypoint command failed with exit code 3, last available "
-                             "logs (truncated to 20,000 chars):\nboom"
-                           : "Job finished successfully.";
-      }
-      res.set_content(d.dump(), "application/json");
-    });
-    head.server().Get(R"(/api/jobs/([^/]+)/logs)", [this](const httplib::Request&, httplib::Response& res) {
-      std::lock_guard<std::mutex> lock(mu_);
-      static const char* kLogs[] = {"", "", "start\n", "start\nepoch=1 ", "start\nepoch=1 ok\n",
-                                    "start\nepoch=1 ok\nepoch=2 ok\ndone\n"};
-      const char* log = kLogs[std::min(polls_, 5)];
-      res.set_content(Json{{"logs", log}}.dump(), "application/json");
-    });
-    head.server().Get(R"(/api/jobs/([^/]+)/metrics)", [this](const httplib::Request& req, httplib::Response& res) {
-      std::lock_guard<std::mutex> lock(mu_);
-      const int since = std::stoi(req.get_param_value("since"));
-      Json all = Json::array();
-      if (polls_ >= 4) all.push_back({{"rank", 0}, {"time", 100.0}, {"epoch", 1}, {"epochs", 2}, {"train_loss", 0.5}});
-      if (polls_ >= 5) all.push_back({{"rank", 0}, {"time", 110.0}, {"epoch", 2}, {"epochs", 2}, {"train_loss", 0.25}});
-      Json page = Json::array();
-      for (size_t i = static_cast<size_t>(since); i < all.size(); ++i) page.push_back(all[i]);
-      res.set_content(Json{{"metrics", page}, {"next", all.size()}}.dump(), "application/json");
-    });
-  }
-
- private:
-  std::mutex mu_;
-  int polls_ = 0;
-  std::string final_status_;
-};
-
-TEST(FollowJobTest, PrintsEachLogByteOnceWithProgressAndTheFinalStatus) {
-  FakeHead head;
-  ScriptedJob job(head);
-  JobClient client(head.connection());
-  std::string out;
-  ProgressPrinter printer([&](std::string_view s) { out.append(s); }, /*tty=*/false, 80);
-  FollowOptions options;
-  options.poll_interval = std::chrono::milliseconds(1);
-  Result<FollowResult> r = FollowJob(client, "raysubmit_t", printer, options);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_FALSE(r->interrupted);
-  EXPECT_EQ(r->status, "SUCCEEDED");
-  EXPECT_EQ(out,
-            "Job raysubmit_t is pending: waiting for 2 x {CPU: 1}\n"
-            "start\n"
-            "epoch=1 ok\n"
-            "progress: epoch 1/2 50% loss 0.5000\n"
-            "epoch=2 ok\n"
-            "done\n"
-            "progress: epoch 2/2 100% ETA 0:00 loss 0.2500\n");
-  EXPECT_EQ(FinalStatusLine("raysubmit_t", r->status, r->message), "Job raysubmit_t succeeded");
-}
-
-TEST(FollowJobTest, FailedJobGivesItsMessage) {
-  FakeHead head;
-  ScriptedJob job(head, "FAILED");
-  JobClient client(head.connection());
-  std::string out;
-  ProgressPrinter printer([&](std::string_view s) { out.append(s); }, /*tty=*/false, 80, false);
-  FollowOptions options;
-  options.poll_interval = std::chrono::milliseconds(1);
-  Result<FollowResult> r = FollowJob(client, "raysubmit_t", printer, options);
-  ASSERT_TRUE(r.ok()) << r.status().ToString();
-  EXPECT_EQ(r->status, "FAILED");
-  EXPECT_EQ(FinalStatusLine("raysubmit_t", r->status, r->message),
-            "Job raysubmit_t failed: Job entrypoint command failed with exit code 3");
-  EXPECT_EQ(out.find("progress:"), std::string::npos);
-}
-
-TEST(FollowJobTest, InterruptStopsFollowing) {
-  FakeHead head;
-  ScriptedJob job(head);
-  JobClient client(head.connection());
-  ProgressPrinter printer([](std::string_view) {}, false, 80);
-  FollowOptions options;
-  options.poll_interval = std::chrono::milliseconds(1);
-  int calls = 0;
-  options.interrupted = [&] { return ++calls > 3; };
-  Result<FollowResult> r = FollowJob(client, "raysubmit_t", printer, options);
-  ASSERT_TRUE(r.ok());
-  EXPECT_TRUE(r->interrupted);
 }
 
 TEST(FollowJobTest, UnknownJobIsAnError) {

@@ -4,7 +4,8 @@
 // ray-jobs-api.md §2.8: TEXT frames, then a close frame with code 1000) and by
 // tests. Built on Boost.Beast behind a PImpl; no Boost type appears here.
 //
-// Threading: one thread at a time (thread-compatible). Every call blocks the
+// Threading: one thread at a time (thread-compatible), except Abort(), which
+// any thread may call while another is inside a call. Every call blocks the
 // caller until it finishes or its deadline passes; there is no background
 // thread, so pings from the server are answered while ReadMessage runs.
 // A call that hits its deadline returns DeadlineExceeded and leaves the
@@ -53,6 +54,19 @@ class WebSocketClient {
 
   // Sends a close frame and waits for the server's; idempotent.
   Status Close(uint16_t code = 1000, Deadline deadline = Deadline::After(std::chrono::seconds(2)));
+
+  // Ends the connection from any thread: a call in progress on another thread
+  // returns Cancelled promptly, and so does every later call (Close() and the
+  // destructor then send nothing). Idempotent. REQUIRES: the client is not
+  // being destroyed concurrently.
+  void Abort();
+
+  // Keep-alive for ReadMessage (default: off). With `idle` > 0, a read that
+  // has received nothing for idle/2 pings the server, and one that has then
+  // received nothing (not even the pong) for another idle/2 ends with
+  // Unavailable (1006): a peer that vanished without closing the TCP
+  // connection is noticed. 0 turns it off. Takes effect from the next call.
+  void SetIdleTimeout(std::chrono::milliseconds idle);
 
   // The close code the server sent (1000 normal, 1001 going away, ...), or
   // 1006 after an abnormal end; nullopt while open.
