@@ -29,8 +29,9 @@ Cluster::Cluster(HeadOptions options, StateStore* state, LogStore* logs, Deps de
       finalizer_(std::make_unique<ResultsFinalizer>(pool_.get(), deps_.clock,
                                                     deps_.lister ? deps_.lister : DefaultLister(),
                                                     deps_.listing_deadline)),
+      log_writer_(std::make_unique<LogWriter>(logs)),
       nodes_(deps_.clock, &writer_, &events_),
-      jobs_(JobManagerDeps{options_, deps_.clock, &writer_, logs, &nodes_, &events_, &metrics_, finalizer_.get(),
+      jobs_(JobManagerDeps{options_, deps_.clock, &writer_, logs, log_writer_.get(), &nodes_, &events_, &metrics_, finalizer_.get(),
                            &tokens_, &packages_}) {}
 
 Cluster::~Cluster() { pool_->Stop(); }
@@ -152,10 +153,9 @@ Cluster::Reply Cluster::DeleteJob(const std::string& id) {
 }
 
 Cluster::Reply Cluster::JobLogs(const std::string& id) {
-  {
-    MutexLock lock(&mu_);
-    if (auto t = jobs_.IsTerminal(id); !t.ok()) return FromStatus(t.status());
-  }
+  auto terminal = JobIsTerminal(id);  // flushes the queued lines of a finished job
+  if (!terminal.ok()) return FromStatus(terminal.status());
+  if (!*terminal) log_writer_->Flush();  // what was appended before this request
   auto logs = logs_->ReadAll(id);  // without the control lock
   return JsonReply(200, {{"logs", logs.ok() ? *logs : std::string()}});
 }
@@ -176,8 +176,15 @@ Cluster::Reply Cluster::JobMetrics(const std::string& id, int64_t since) {
 }
 
 Result<bool> Cluster::JobIsTerminal(const std::string& id) {
-  MutexLock lock(&mu_);
-  return jobs_.IsTerminal(id);
+  Result<bool> terminal = false;
+  {
+    MutexLock lock(&mu_);
+    terminal = jobs_.IsTerminal(id);
+  }
+  // A finished job's last lines may still be queued: a reader told "terminal"
+  // stops reading, so they must be in the store first.
+  if (terminal.ok() && *terminal) log_writer_->Flush();
+  return terminal;
 }
 
 Cluster::Reply Cluster::ClusterStatus() {

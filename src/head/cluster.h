@@ -10,6 +10,7 @@
 //   PackageStore     package_store.h     working_dir packages (own locking)
 //   ResultsFinalizer results_finalizer.h bucket listings on the work pool
 //   WorkPool         work_pool.h         threads for slow work
+//   LogWriter        log_writer.h        job-log appends off the control lock
 //   JobTokens        job_tokens.h        per-job credentials
 //   Clock            clock.h             time (FakeClock in tests)
 //
@@ -20,7 +21,8 @@
 //   - Callers: gRPC threads (agent messages), the HTTP loop (API), and the
 //     head's tick thread (Tick). Each takes mu_ for the state change only.
 //   - Nothing blocks while holding mu_: agent sends are queued by the
-//     sessions; bucket listings, package checks and writes, and log reads run
+//     sessions; log appends are queued (LogWriter); bucket listings,
+//     package checks and writes, and log reads run
 //     without it (work pool / the caller's thread), and their results come
 //     back through Tick (ResultsFinalizer::Take) or the HTTP responder.
 //   - Lock order: mu_ before the leaf locks of ResultsFinalizer, WorkPool,
@@ -41,6 +43,7 @@
 #include "event_log.h"
 #include "job_manager.h"
 #include "job_tokens.h"
+#include "log_writer.h"
 #include "metrics_ingest.h"
 #include "net/rpc/head_server.h"
 #include "node_table.h"
@@ -134,6 +137,7 @@ class Cluster : public rpc::HeadHandler {
   // Thread-safe. ~Cluster stops the pool first: its tasks use finalizer_.
   std::unique_ptr<WorkPool> pool_;
   std::unique_ptr<ResultsFinalizer> finalizer_;
+  std::unique_ptr<LogWriter> log_writer_;  // thread-safe
 
   mutable Mutex mu_;  // the control lock
   EventLog events_ GUARDED_BY(mu_);

@@ -11,6 +11,8 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
+#include <cstring>
 #include <condition_variable>
 #include <filesystem>
 #include <fstream>
@@ -61,8 +63,12 @@ void WriteApiRequests(prom::Writer& w, const std::vector<net::HttpServer::RouteC
 
 }  // namespace
 
-Result<std::string> LoadOrCreateToken(const std::string& state_dir) {
-  const std::string path = state_dir + "/token";
+namespace {
+
+// <state_dir>/<name>: its first line, or a new random 32-hex token written
+// there (0600) when the file is missing or empty.
+Result<std::string> LoadOrCreateSecret(const std::string& state_dir, const std::string& name) {
+  const std::string path = state_dir + "/" + name;
   std::ifstream in(path);
   std::string token;
   if (in && std::getline(in, token) && !token.empty()) return token;
@@ -76,9 +82,41 @@ Result<std::string> LoadOrCreateToken(const std::string& state_dir) {
   return token;
 }
 
+}  // namespace
+
+Result<std::string> LoadOrCreateToken(const std::string& state_dir) {
+  return LoadOrCreateSecret(state_dir, "token");
+}
+
+Result<std::string> LoadOrCreateJoinToken(const std::string& state_dir) {
+  return LoadOrCreateSecret(state_dir, "join_token");
+}
+
+Result<std::string> ReadTokenFile(const std::string& path, const std::string& flag) {
+  std::error_code ec;
+  if (fs::is_directory(path, ec))
+    return Status::InvalidArgument("cannot read " + flag + " " + path + ": it is a directory");
+  errno = 0;
+  std::ifstream in(path);
+  if (!in) {
+    const int err = errno;
+    return Status::InvalidArgument("cannot read " + flag + " " + path + ": " +
+                                   (err != 0 ? std::strerror(err) : "cannot open it"));
+  }
+  std::string line;
+  std::getline(in, line);
+  if (in.bad()) return Status::InvalidArgument("cannot read " + flag + " " + path + ": read error");
+  const char* blanks = " \t\r\n\v\f";
+  const size_t begin = line.find_first_not_of(blanks);
+  if (begin == std::string::npos)
+    return Status::InvalidArgument(flag + " " + path + " is empty: its first line must hold the token");
+  return line.substr(begin, line.find_last_not_of(blanks) - begin + 1);
+}
+
 struct HeadServer::Impl {
   HeadOptions options;
-  std::string token;
+  std::string token;       // the API (admin) token
+  std::string join_token;  // the agents' token
   std::string session_name;
   std::unique_ptr<StateStore> state;
   std::unique_ptr<LogStore> logs;
@@ -262,6 +300,15 @@ Result<std::unique_ptr<HeadServer>> HeadServer::Start(HeadOptions options) {
     } else {
       impl->token = options.token;
     }
+    if (options.join_token.empty()) {
+      COHORT_ASSIGN_OR_RETURN(impl->join_token, LoadOrCreateJoinToken(options.state_dir));
+    } else {
+      impl->join_token = options.join_token;
+    }
+    if (impl->join_token == impl->token)
+      return Status::InvalidArgument(
+          "the join token is the API token: agents' machines would hold the admin credential; give the "
+          "head a different join token (or none: it creates " + options.state_dir + "/join_token)");
   } else {
     COHORT_LOG(WARN) << "authentication is OFF (--auth none): anyone who can reach ports "
                      << options.dashboard_port << " and " << options.agent_port
@@ -294,7 +341,8 @@ Result<std::unique_ptr<HeadServer>> HeadServer::Start(HeadOptions options) {
 
   rpc::HeadRpcServer::Options rpc_options;
   rpc_options.listen_address = options.host + ":" + std::to_string(options.agent_port);
-  rpc_options.cluster_token = impl->token;
+  rpc_options.cluster_token = impl->join_token;
+  rpc_options.admin_token = impl->token;  // agents from before join tokens (a WARN, once)
   auto rpc = rpc::HeadRpcServer::Start(rpc_options, impl->cluster.get());
   if (!rpc.ok()) {
     impl->Stop();
@@ -319,6 +367,7 @@ HeadServer::~HeadServer() { Stop(); }
 int HeadServer::agent_port() const { return impl_->rpc ? impl_->rpc->port() : 0; }
 int HeadServer::dashboard_port() const { return impl_->http ? impl_->http->port() : 0; }
 const std::string& HeadServer::token() const { return impl_->token; }
+const std::string& HeadServer::join_token() const { return impl_->join_token; }
 const std::string& HeadServer::state_dir() const { return impl_->options.state_dir; }
 void HeadServer::Stop() {
   if (impl_) impl_->Stop();

@@ -103,6 +103,7 @@ Status JobManager::Recover(StateStore* store) {
       }
     }
     job_order_.push_back(id);
+    if (job.record.status == JobStatus::kRunning) placed_.insert(id);
     jobs_[id] = std::move(job);
   }
   if (!jobs_.empty()) COHORT_LOG(INFO) << "recovered " << jobs_.size() << " job(s) from " << store->path();
@@ -127,10 +128,7 @@ void JobManager::Persist(Job& job, const std::string& event_message) {
   if (!st.ok()) COHORT_LOG(ERROR) << "job=" << r.spec.submission_id << " cannot persist: " << st.message();
 }
 
-void JobManager::AppendLog(const std::string& id, const std::string& text) {
-  Status st = d_.logs->Append(id, text);
-  if (!st.ok()) COHORT_LOG(WARN) << "job=" << id << " log append failed: " << st.ToString();
-}
+void JobManager::AppendLog(const std::string& id, const std::string& text) { d_.log_writer->Append(id, text); }
 
 JobManager::Job* JobManager::Find(const std::string& id) {
   auto it = jobs_.find(id);
@@ -286,7 +284,7 @@ void JobManager::OnLog(const std::string& node_id, const rpc::LogChunk& m) {
                      << ", which never ran there; dropped";
     return;
   }
-  AppendLog(m.job_id(), m.data());
+  AppendLog(m.job_id(), std::string(m.data()));
 }
 
 void JobManager::OnMetrics(const std::string& node_id, const rpc::MetricReport& m) {
@@ -395,6 +393,7 @@ void JobManager::FailAttempt(Job& job, const std::string& cause, std::optional<i
   std::string message;
   const bool single = !job.record.spec.scaling || job.record.spec.scaling->num_workers == 1;
   if (exit_code && single) {
+    d_.log_writer->Flush();  // the lines queued so far belong in the message
     auto tail = d_.logs->Tail(id, 10);
     message = jobs::FailedEntrypointMessage(*exit_code, tail.ok() ? *tail : "");
   } else {
@@ -450,25 +449,37 @@ void JobManager::FinishListing(const ResultsFinalizer::Outcome& outcome) {
 // ---------------------------------------------------------------------------
 // Scheduling
 
-std::map<std::string, jobs::Resources> JobManager::Used() const {
+std::map<std::string, jobs::Resources> JobManager::Used() {
   std::map<std::string, jobs::Resources> used;
-  for (const auto& [id, job] : jobs_)
-    for (const auto& w : job.workers)
-      if (w.live) used[w.node_id].Add(w.resources);
+  for (auto it = placed_.begin(); it != placed_.end();) {
+    const Job* job = Find(*it);
+    bool any = false;
+    if (job != nullptr)
+      for (const auto& w : job->workers)
+        if (w.live) {
+          used[w.node_id].Add(w.resources);
+          any = true;
+        }
+    // Recovered RUNNING jobs wait for their workers to re-attach: keep them.
+    if (!any && (job == nullptr || job->record.status != JobStatus::kRunning)) it = placed_.erase(it);
+    else ++it;
+  }
   return used;
 }
 
 void JobManager::TrySchedule() {
+  // One snapshot for the pass, taken again only after a placement.
+  std::optional<std::vector<scheduler::NodeSnapshot>> nodes;
   for (const auto& id : job_order_) {
     Job& job = jobs_[id];
     if (job.record.status != JobStatus::kPending || job.record.stop_requested) continue;
-    TryPlace(job);
+    if (!nodes) nodes = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
+    if (TryPlace(job, *nodes)) nodes.reset();
   }
 }
 
-bool JobManager::TryPlace(Job& job) {
+bool JobManager::TryPlace(Job& job, const std::vector<scheduler::NodeSnapshot>& nodes) {
   const auto& spec = job.record.spec;
-  auto nodes = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
   std::string why;
   std::vector<std::string> node_of_rank;
   if (spec.scaling) {
@@ -595,6 +606,7 @@ void JobManager::StartWorkers(Job& job, const std::vector<std::string>& node_of_
       for (const auto& w : other.workers)
         if (w.live) busy_gpus[w.node_id].insert(w.gpu_ids.begin(), w.gpu_ids.end());
   job.workers.assign(world, Worker{});
+  placed_.insert(id);
   rec.workers.clear();
   for (int r = 0; r < world; ++r) {
     job.workers[r].node_id = node_of_rank[r];
@@ -744,7 +756,7 @@ Result<std::string> JobManager::Submit(std::string_view body) {
     return d_.state->failure();
   }
   COHORT_LOG(INFO) << "job=" << id << " submitted";
-  TryPlace(stored);
+  TryPlace(stored, d_.nodes->Snapshot(Used(), d_.options.head_node_id));
   return id;
 }
 
@@ -810,7 +822,7 @@ Result<bool> JobManager::IsTerminal(const std::string& id) const {
   return jobs::IsTerminal(job->record.status);
 }
 
-JobManager::json JobManager::ClusterStatus() const {
+JobManager::json JobManager::ClusterStatus() {
   auto snapshot = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
   json nodes = json::array();
   for (const auto& s : snapshot) {

@@ -41,6 +41,7 @@
 #include "cohort/jobs/job.h"
 #include "event_log.h"
 #include "job_tokens.h"
+#include "log_writer.h"
 #include "metrics_ingest.h"
 #include "net/rpc/head_server.h"
 #include "node_table.h"
@@ -58,7 +59,8 @@ struct JobManagerDeps {
   HeadOptions options;
   const Clock* clock = nullptr;
   StateWriter* state = nullptr;
-  LogStore* logs = nullptr;
+  LogStore* logs = nullptr;         // reads (the failure message's last lines)
+  LogWriter* log_writer = nullptr;  // appends
   NodeTable* nodes = nullptr;
   EventLog* events = nullptr;
   MetricsIngest* metrics = nullptr;
@@ -83,7 +85,7 @@ class JobManager {
   Result<bool> Stop(const std::string& id);  // true when a stop began
   Status Delete(const std::string& id);
   Result<bool> IsTerminal(const std::string& id) const;
-  json ClusterStatus() const;
+  json ClusterStatus();
 
   // --- agents -------------------------------------------------------------------
   // After `node` registered: re-attach the workers it still runs; stop the
@@ -99,8 +101,8 @@ class JobManager {
   // placement of pending jobs.
   void Tick();
 
-  // Resources held by live workers, by node.
-  std::map<std::string, jobs::Resources> Used() const;
+  // Resources held by live workers, by node. O(jobs with live workers).
+  std::map<std::string, jobs::Resources> Used();
   void WritePrometheus(prom::Writer& w) const;
   std::set<int> ports_in_use() const { return ports_in_use_; }
 
@@ -130,7 +132,7 @@ class JobManager {
   void Persist(Job& job, const std::string& event_message = "");
   void AppendLog(const std::string& id, const std::string& text);
   void TrySchedule();
-  bool TryPlace(Job& job);
+  bool TryPlace(Job& job, const std::vector<scheduler::NodeSnapshot>& nodes);
   void StartWorkers(Job& job, const std::vector<std::string>& node_of_rank);
   rpc::HeadMessage StartMessage(const Job& job, int rank, const std::vector<std::string>& node_of_rank,
                                 const std::map<std::string, std::set<int>>& job_gpus, int port) const;
@@ -148,6 +150,9 @@ class JobManager {
   std::map<std::string, Job> jobs_;
   std::vector<std::string> job_order_;  // submission order
   std::set<int> ports_in_use_;
+  // Jobs that may hold live workers (a superset; Used() prunes it). Workers
+  // turn live only in StartWorkers and on re-attach of recovered jobs.
+  std::set<std::string> placed_;
   uint64_t jobs_submitted_ = 0;
   uint64_t job_restarts_ = 0;
   prom::Histogram submit_to_running_{prom::Histogram::LatencyBuckets()};

@@ -4,8 +4,10 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
-#include <openssl/rand.h>
 
+#include <sys/random.h>
+
+#include <cerrno>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -17,6 +19,21 @@ namespace cohort::head {
 namespace {
 constexpr std::string_view kPrefix = "cohort-job.";
 constexpr size_t kMacHex = 64;
+
+// 32 bytes from the kernel's CSPRNG (getrandom: no need to start OpenSSL's
+// generator, which would map more of libcrypto into an idle head).
+bool RandomBytes(unsigned char* out, size_t n) {
+  size_t done = 0;
+  while (done < n) {
+    ssize_t got = ::getrandom(out + done, n - done, 0);
+    if (got < 0) {
+      if (errno == EINTR) continue;
+      return false;
+    }
+    done += static_cast<size_t>(got);
+  }
+  return true;
+}
 
 std::string Hex(const unsigned char* p, size_t n) {
   static const char* digits = "0123456789abcdef";
@@ -31,7 +48,7 @@ std::string Hex(const unsigned char* p, size_t n) {
 
 JobTokens JobTokens::Random() {
   unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof(raw)) != 1) std::abort();  // no randomness: nothing is safe
+  if (!RandomBytes(raw, sizeof(raw))) std::abort();  // no randomness: nothing is safe
   return JobTokens(Hex(raw, sizeof(raw)));
 }
 
@@ -41,7 +58,7 @@ Result<JobTokens> JobTokens::Load(const std::string& state_dir) {
   std::string secret;
   if (in && std::getline(in, secret) && secret.size() >= 32) return JobTokens(secret);
   unsigned char raw[32];
-  if (RAND_bytes(raw, sizeof(raw)) != 1) return Status::Internal("cannot draw random bytes for the job secret");
+  if (!RandomBytes(raw, sizeof(raw))) return Status::Internal("cannot draw random bytes for the job secret");
   secret = Hex(raw, sizeof(raw));
   COHORT_RETURN_IF_ERROR(WriteFileAtomically(path, secret + "\n", 0600));
   return JobTokens(secret);

@@ -13,6 +13,7 @@
 #include "cohort/common/json.h"
 #include "http_status.h"
 #include "job_tokens.h"
+#include "log_writer.h"
 #include "package_store.h"
 #include "work_pool.h"
 
@@ -155,6 +156,32 @@ TEST(WorkPoolTest, RunsTasksAndRefusesBeyondItsQueue) {
   EXPECT_GE(ran.load(), 2);
   pool.Stop();
   EXPECT_FALSE(pool.TrySubmit([] {}));
+}
+
+TEST(LogWriterTest, AppendsInOrderPerJobAndFlushWaitsForThem) {
+  const fs::path dir = fs::temp_directory_path() / ("cohort_logwriter_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto store = std::move(LogStore::Open(dir.string())).value();
+  {
+    LogWriter writer(store.get());
+    std::vector<std::thread> threads;
+    for (int t = 0; t < 3; ++t)
+      threads.emplace_back([&, t] {
+        for (int i = 0; i < 2000; ++i) writer.Append("job" + std::to_string(t), std::to_string(i) + "\n");
+      });
+    for (auto& th : threads) th.join();
+    writer.Flush();
+    for (int t = 0; t < 3; ++t) {
+      auto text = store->ReadAll("job" + std::to_string(t));
+      ASSERT_TRUE(text.ok());
+      std::string expected;
+      for (int i = 0; i < 2000; ++i) expected += std::to_string(i) + "\n";
+      EXPECT_EQ(*text, expected) << "job" << t;
+    }
+    writer.Append("last", "written by the destructor\n");
+  }
+  EXPECT_EQ(*store->ReadAll("last"), "written by the destructor\n");
+  fs::remove_all(dir);
 }
 
 TEST(HttpStatusTest, OneMappingForEveryCode) {
