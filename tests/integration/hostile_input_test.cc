@@ -7,6 +7,11 @@
 // environment held the cluster's admin token.
 #include <gtest/gtest.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
 #include "integration/cluster_harness.h"
 
 namespace cohort::itest {
@@ -121,6 +126,52 @@ TEST(HostileInputTest, JobOutputThatIsNotTextIsServedAsValidJson) {
   ASSERT_EQ(metrics.status, 200);
   ASSERT_TRUE(metrics.Json().is_object()) << metrics.body;
   EXPECT_LE(metrics.Json()["metrics"].size(), 2u);
+  ExpectStillServing(c);
+}
+
+// A TCP connection to 127.0.0.1:port from source address `from` (another
+// loopback address is another client to the head's per-client cap); -1 when
+// refused.
+int ConnectFrom(const char* from, int port) {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in src{};
+  src.sin_family = AF_INET;
+  ::inet_pton(AF_INET, from, &src.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&src), sizeof(src)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  sockaddr_in dst{};
+  dst.sin_family = AF_INET;
+  dst.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &dst.sin_addr);
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&dst), sizeof(dst)) != 0) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
+}
+
+TEST(HostileInputTest, HostileHttpClientsDoNotStarveOthers) {
+  LocalCluster c;
+  ASSERT_TRUE(c.StartHead());
+  ASSERT_TRUE(c.StartAgent("a1", 2));
+  // 500 idle connections from one client: over its cap (64) they are
+  // refused, and every other client is still served.
+  std::vector<int> idle;
+  for (int i = 0; i < 500; ++i)
+    if (int fd = ConnectFrom("127.0.0.2", c.dashboard_port()); fd >= 0) idle.push_back(fd);
+  ASSERT_GT(idle.size(), 64u);
+  auto ok = c.Get("/api/jobs/");
+  EXPECT_EQ(ok.status, 200) << ok.error;
+  // A large body without a token: 401 before the body is read.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto unauth = Http("POST", c.url() + "/api/jobs/", std::string(8 << 20, 'x'));
+  EXPECT_TRUE(unauth.status == 401 || unauth.status == 0) << unauth.status;
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 10s);
+  // A public route takes only small bodies.
+  EXPECT_EQ(Http("POST", c.url() + "/api/version", std::string(1 << 20, 'x')).status, 413);
+  for (int fd : idle) ::close(fd);
   ExpectStillServing(c);
 }
 
