@@ -21,11 +21,10 @@
 #include <thread>
 
 #include "cli/package.h"
+#include "cohort/net/http_client.h"
 #include "cohort/net/ws_client.h"
-#include "http/http_client.h"
 
 namespace cohort::cli {
-namespace http = cohort::storage::http;
 namespace {
 
 std::string Trim(std::string s) {
@@ -103,7 +102,7 @@ Connection ResolveConnection(const std::string& address_flag, const std::string&
 Result<JobClient::Reply> JobClient::Call(const std::string& method, const std::string& path,
                                          const std::string& body,
                                          const std::string& content_type) {
-  http::Request req;
+  net::HttpRequest req;
   req.method = method;
   req.url = conn_.address + path;
   if (!conn_.token.empty()) req.headers.emplace_back("Authorization", "Bearer " + conn_.token);
@@ -111,12 +110,11 @@ Result<JobClient::Reply> JobClient::Call(const std::string& method, const std::s
   req.body = body;
   req.connect_timeout = std::chrono::milliseconds(5000);
   req.stall_timeout = std::chrono::milliseconds(60000);
-  Result<http::Response> resp = http::Perform(req);
+  net::HttpTransportError error;
+  Result<net::HttpResponse> resp = net::SendHttp(req, &error);
   if (!resp.ok()) {
     const std::string& detail = resp.status().message();
-    const bool unreachable = detail.find("connect") != std::string::npos ||
-                             detail.find("resolve") != std::string::npos;
-    if (unreachable) {
+    if (error.kind == net::HttpTransportError::Kind::kConnect) {
       return Status::Unavailable("cannot reach the cohort head at " + conn_.address +
                                  ": is it running? (cohort start --head)");
     }
@@ -176,7 +174,7 @@ Result<std::string> JobClient::Submit(const Json& request) {
 }
 
 Result<Json> JobClient::Get(const std::string& id) {
-  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id)));
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + net::UrlEncode(id)));
   if (!j.is_object()) return Status::Internal("unexpected job details from the head: " + j.dump().substr(0, 200));
   return j;
 }
@@ -188,17 +186,17 @@ Result<Json> JobClient::List() {
 }
 
 Result<bool> JobClient::Stop(const std::string& id) {
-  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("POST", "/api/jobs/" + http::UrlEncode(id) + "/stop"));
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("POST", "/api/jobs/" + net::UrlEncode(id) + "/stop"));
   auto it = j.is_object() ? j.find("stopped") : j.end();
   return it != j.end() && it->is_boolean() && it->get<bool>();
 }
 
 Status JobClient::Delete(const std::string& id) {
-  return CallJson("DELETE", "/api/jobs/" + http::UrlEncode(id)).status();
+  return CallJson("DELETE", "/api/jobs/" + net::UrlEncode(id)).status();
 }
 
 Result<std::string> JobClient::Logs(const std::string& id) {
-  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id) + "/logs"));
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + net::UrlEncode(id) + "/logs"));
   auto it = j.is_object() ? j.find("logs") : j.end();
   if (it == j.end() || !(it->is_string() || it->is_null())) {
     return Status::Internal("unexpected logs answer from the head: " + j.dump().substr(0, 200));
@@ -207,7 +205,7 @@ Result<std::string> JobClient::Logs(const std::string& id) {
 }
 
 Result<MetricsPage> JobClient::Metrics(const std::string& id, int64_t since) {
-  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + http::UrlEncode(id) +
+  COHORT_ASSIGN_OR_RETURN(Json j, CallJson("GET", "/api/jobs/" + net::UrlEncode(id) +
                                                       "/metrics?since=" + std::to_string(since)));
   MetricsPage page;
   page.next = since;
@@ -433,7 +431,7 @@ Result<std::string> JobClient::LogTailUrl(const std::string& id) const {
     return Status::InvalidArgument("cannot follow a log through " + conn_.address +
                                    ": the log stream needs an http:// head address (no wss://)");
   }
-  return "ws://" + conn_.address.substr(kHttp.size()) + "/api/jobs/" + http::UrlEncode(id) +
+  return "ws://" + conn_.address.substr(kHttp.size()) + "/api/jobs/" + net::UrlEncode(id) +
          "/logs/tail";
 }
 

@@ -3,8 +3,8 @@
 // submit body, quoting the entrypoint, resolving address and token, and
 // following a job (logs + progress) until it ends.
 //
-// Every JobClient call is one synchronous HTTP request (libcurl,
-// storage/http); FollowJob also holds the job's log-tail WebSocket
+// Every JobClient call is one synchronous HTTP request
+// (cohort/net/http_client.h); FollowJob also holds the job's log-tail WebSocket
 // (cohort/net/ws_client.h) open on a thread of its own. Errors are Statuses
 // a user can act on:
 //  - the head cannot be reached: Unavailable "cannot reach the cohort head at

@@ -2,7 +2,6 @@
 #include "cohort/common/base64.h"
 #include "cohort/k8s/kube_client.h"
 
-#include <curl/curl.h>
 #include <yaml-cpp/yaml.h>
 
 #include <cstdlib>
@@ -13,6 +12,7 @@
 #include <thread>
 
 #include "cohort/common/logging.h"
+#include "cohort/net/http_client.h"
 
 namespace cohort::k8s {
 namespace {
@@ -39,20 +39,6 @@ std::string Base64Decode(const std::string& in) {
   return cohort::Base64Decode(in, &out) ? out : std::string();
 }
 
-std::string UrlEncode(const std::string& s) {
-  std::string out;
-  static const char* kHex = "0123456789ABCDEF";
-  for (unsigned char ch : s) {
-    if (std::isalnum(ch) || ch == '-' || ch == '_' || ch == '.' || ch == '~') out.push_back(static_cast<char>(ch));
-    else {
-      out.push_back('%');
-      out.push_back(kHex[ch >> 4]);
-      out.push_back(kHex[ch & 15]);
-    }
-  }
-  return out;
-}
-
 Status ApiError(long code, const std::string& body, const std::string& what) {
   std::string reason, message = body;
   try {
@@ -74,30 +60,31 @@ Status ApiError(long code, const std::string& body, const std::string& what) {
   }
 }
 
-struct CurlGlobal {
-  CurlGlobal() { curl_global_init(CURL_GLOBAL_DEFAULT); }
-};
-
-struct Transfer {
-  std::string body;
-  long code = 0;
-  std::function<bool(const char*, size_t)> stream;  // for 2xx streaming
-  const std::atomic<bool>* stop = nullptr;
-  CURL* curl = nullptr;
-};
-
-size_t WriteCb(char* ptr, size_t size, size_t n, void* ud) {
-  auto* t = static_cast<Transfer*>(ud);
-  size_t len = size * n;
-  if (t->code == 0) curl_easy_getinfo(t->curl, CURLINFO_RESPONSE_CODE, &t->code);
-  if (t->stream && t->code >= 200 && t->code < 300) return t->stream(ptr, len) ? len : 0;
-  t->body.append(ptr, len);
-  return len;
+// A request to the API server: the config's TLS settings, the bearer token,
+// JSON wanted back.
+net::HttpRequest ApiRequest(const KubeConfig& c, const std::string& token, const std::string& method,
+                            const std::string& url) {
+  net::HttpRequest req;
+  req.method = method;
+  req.url = url;
+  req.user_agent = "cohort-operator/1";
+  req.connect_timeout = std::chrono::milliseconds(10000);
+  req.stall_timeout = std::chrono::milliseconds(0);
+  req.tls.ca_file = c.ca_file;
+  req.tls.ca_pem = c.ca_data;
+  req.tls.client_cert_file = c.client_cert_file;
+  req.tls.client_key_file = c.client_key_file;
+  req.tls.client_cert_pem = c.client_cert_data;
+  req.tls.client_key_pem = c.client_key_data;
+  req.tls.insecure_skip_verify = c.insecure_skip_tls_verify;
+  req.headers.emplace_back("Accept", "application/json");
+  if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
+  return req;
 }
 
-int ProgressCb(void* ud, curl_off_t, curl_off_t, curl_off_t, curl_off_t) {
-  auto* t = static_cast<Transfer*>(ud);
-  return t->stop && t->stop->load() ? 1 : 0;
+// curl's reason for a transport failure (the status itself when there is none).
+std::string TransportCause(const Status& status, const net::HttpTransportError& error) {
+  return error.cause.empty() ? status.message() : error.cause;
 }
 
 }  // namespace
@@ -188,10 +175,7 @@ Result<KubeConfig> DefaultConfig(const std::string& kubeconfig_path) {
   return Status::FailedPrecondition("no kubeconfig (--kubeconfig, $KUBECONFIG, ~/.kube/config) and not in a cluster");
 }
 
-KubeClient::KubeClient(KubeConfig config) : config_(std::move(config)) {
-  static CurlGlobal global;
-  (void)global;
-}
+KubeClient::KubeClient(KubeConfig config) : config_(std::move(config)) {}
 
 std::string KubeClient::Token() {
   if (config_.token_file.empty()) return config_.token;
@@ -210,76 +194,26 @@ void KubeClient::ForceTokenReload() {
   token_cache_.clear();
 }
 
-namespace {
-struct Easy {
-  CURL* h = curl_easy_init();
-  curl_slist* headers = nullptr;
-  ~Easy() {
-    curl_slist_free_all(headers);
-    curl_easy_cleanup(h);
-  }
-};
-
-void Configure(Easy& e, const KubeConfig& c, const std::string& token, const std::string& url) {
-  curl_easy_setopt(e.h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(e.h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(e.h, CURLOPT_CONNECTTIMEOUT_MS, 10000L);
-  curl_easy_setopt(e.h, CURLOPT_USERAGENT, "cohort-operator/1");
-  if (!c.ca_file.empty()) curl_easy_setopt(e.h, CURLOPT_CAINFO, c.ca_file.c_str());
-  if (!c.ca_data.empty()) {
-    curl_blob blob{const_cast<char*>(c.ca_data.data()), c.ca_data.size(), CURL_BLOB_COPY};
-    curl_easy_setopt(e.h, CURLOPT_CAINFO_BLOB, &blob);
-  }
-  if (c.insecure_skip_tls_verify) {
-    curl_easy_setopt(e.h, CURLOPT_SSL_VERIFYPEER, 0L);
-    curl_easy_setopt(e.h, CURLOPT_SSL_VERIFYHOST, 0L);
-  }
-  if (!c.client_cert_file.empty()) curl_easy_setopt(e.h, CURLOPT_SSLCERT, c.client_cert_file.c_str());
-  if (!c.client_key_file.empty()) curl_easy_setopt(e.h, CURLOPT_SSLKEY, c.client_key_file.c_str());
-  if (!c.client_cert_data.empty()) {
-    curl_blob blob{const_cast<char*>(c.client_cert_data.data()), c.client_cert_data.size(), CURL_BLOB_COPY};
-    curl_easy_setopt(e.h, CURLOPT_SSLCERT_BLOB, &blob);
-    curl_easy_setopt(e.h, CURLOPT_SSLCERTTYPE, "PEM");
-  }
-  if (!c.client_key_data.empty()) {
-    curl_blob blob{const_cast<char*>(c.client_key_data.data()), c.client_key_data.size(), CURL_BLOB_COPY};
-    curl_easy_setopt(e.h, CURLOPT_SSLKEY_BLOB, &blob);
-    curl_easy_setopt(e.h, CURLOPT_SSLKEYTYPE, "PEM");
-  }
-  e.headers = curl_slist_append(e.headers, "Accept: application/json");
-  if (!token.empty()) e.headers = curl_slist_append(e.headers, ("Authorization: Bearer " + token).c_str());
-}
-}  // namespace
-
 Result<json> KubeClient::Request(const std::string& method, const std::string& path, const std::string& body,
                                  const std::string& content_type) {
   for (int attempt = 0;; ++attempt) {
-    Easy e;
-    if (!e.h) return Status::Internal("curl_easy_init failed");
-    Configure(e, config_, Token(), config_.server + path);
-    Transfer t;
-    t.curl = e.h;
-    curl_easy_setopt(e.h, CURLOPT_CUSTOMREQUEST, method.c_str());
-    curl_easy_setopt(e.h, CURLOPT_TIMEOUT_MS, 60000L);
+    net::HttpRequest req = ApiRequest(config_, Token(), method, config_.server + path);
+    req.total_timeout = std::chrono::milliseconds(60000);
     if (!body.empty() || method == "POST" || method == "PUT" || method == "PATCH") {
-      e.headers = curl_slist_append(e.headers, ("Content-Type: " + content_type).c_str());
-      curl_easy_setopt(e.h, CURLOPT_POSTFIELDS, body.c_str());
-      curl_easy_setopt(e.h, CURLOPT_POSTFIELDSIZE, static_cast<long>(body.size()));
+      req.headers.emplace_back("Content-Type", content_type);
+      req.body = body;
     }
-    curl_easy_setopt(e.h, CURLOPT_HTTPHEADER, e.headers);
-    curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, WriteCb);
-    curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &t);
-    CURLcode rc = curl_easy_perform(e.h);
-    if (rc != CURLE_OK) return Status::Unavailable(method + " " + path + ": " + curl_easy_strerror(rc));
-    curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &t.code);
-    if (t.code == 401 && attempt == 0 && !config_.token_file.empty()) {  // token rotated
+    net::HttpTransportError error;
+    auto resp = net::SendHttp(req, &error);
+    if (!resp.ok()) return Status::Unavailable(method + " " + path + ": " + TransportCause(resp.status(), error));
+    if (resp->status == 401 && attempt == 0 && !config_.token_file.empty()) {  // token rotated
       ForceTokenReload();
       continue;
     }
-    if (t.code < 200 || t.code >= 300) return ApiError(t.code, t.body, method + " " + path);
-    if (t.body.empty()) return json::object();
+    if (resp->status < 200 || resp->status >= 300) return ApiError(resp->status, resp->body, method + " " + path);
+    if (resp->body.empty()) return json::object();
     try {
-      return json::parse(t.body);
+      return json::parse(resp->body);
     } catch (const std::exception& ex) {
       return Status::Internal(method + " " + path + ": bad JSON: " + ex.what());
     }
@@ -295,8 +229,8 @@ Result<json> KubeClient::List(const Resource& r, const std::string& ns, const st
   std::string cont, rv;
   do {
     std::string q = "?limit=" + std::to_string(limit);
-    if (!selector.empty()) q += "&labelSelector=" + UrlEncode(selector);
-    if (!cont.empty()) q += "&continue=" + UrlEncode(cont);
+    if (!selector.empty()) q += "&labelSelector=" + net::UrlEncode(selector);
+    if (!cont.empty()) q += "&continue=" + net::UrlEncode(cont);
     COHORT_ASSIGN_OR_RETURN(json page, Request("GET", ResourcePath(r, ns) + q));
     if (page.contains("items") && page["items"].is_array())
       for (auto& it : page["items"]) items.push_back(std::move(it));
@@ -336,23 +270,17 @@ Status KubeClient::Watch(const Resource& r, const std::string& ns, const std::st
                          int timeout_s, const std::function<bool(const WatchEvent&)>& on_event,
                          const std::atomic<bool>* stop) {
   std::string q = "?watch=1&allowWatchBookmarks=true&timeoutSeconds=" + std::to_string(timeout_s);
-  if (!rv.empty()) q += "&resourceVersion=" + UrlEncode(rv);
-  if (!selector.empty()) q += "&labelSelector=" + UrlEncode(selector);
+  if (!rv.empty()) q += "&resourceVersion=" + net::UrlEncode(rv);
+  if (!selector.empty()) q += "&labelSelector=" + net::UrlEncode(selector);
   std::string path = ResourcePath(r, ns) + q;
-  Easy e;
-  if (!e.h) return Status::Internal("curl_easy_init failed");
-  Configure(e, config_, Token(), config_.server + path);
-  curl_easy_setopt(e.h, CURLOPT_HTTPHEADER, e.headers);
+  net::HttpRequest req = ApiRequest(config_, Token(), "GET", config_.server + path);
   // A stalled watch (no byte, not even a bookmark) for this long is dead.
-  curl_easy_setopt(e.h, CURLOPT_LOW_SPEED_LIMIT, 1L);
-  curl_easy_setopt(e.h, CURLOPT_LOW_SPEED_TIME, static_cast<long>(timeout_s + 60));
-  Transfer t;
-  t.curl = e.h;
-  t.stop = stop;
+  req.stall_timeout = std::chrono::seconds(timeout_s + 60);
+  if (stop) req.cancel = [stop] { return stop->load(); };
   std::string line_buf;
   Status event_status;
   bool ended_by_handler = false;
-  t.stream = [&](const char* data, size_t n) {
+  req.on_body = [&](const char* data, size_t n) {
     line_buf.append(data, n);
     size_t pos;
     while ((pos = line_buf.find('\n')) != std::string::npos) {
@@ -380,19 +308,14 @@ Status KubeClient::Watch(const Resource& r, const std::string& ns, const std::st
     }
     return true;
   };
-  curl_easy_setopt(e.h, CURLOPT_WRITEFUNCTION, WriteCb);
-  curl_easy_setopt(e.h, CURLOPT_WRITEDATA, &t);
-  curl_easy_setopt(e.h, CURLOPT_NOPROGRESS, 0L);
-  curl_easy_setopt(e.h, CURLOPT_XFERINFOFUNCTION, ProgressCb);
-  curl_easy_setopt(e.h, CURLOPT_XFERINFODATA, &t);
-  CURLcode rc = curl_easy_perform(e.h);
+  net::HttpTransportError error;
+  auto resp = net::SendHttp(req, &error);
   if (!event_status.ok()) return event_status;
   if (ended_by_handler) return Status::Ok();
   if (stop && stop->load()) return Status::Cancelled("watch stopped");
-  if (rc != CURLE_OK) return Status::Unavailable("watch " + path + ": " + curl_easy_strerror(rc));
-  curl_easy_getinfo(e.h, CURLINFO_RESPONSE_CODE, &t.code);
-  if (t.code == 401 && !config_.token_file.empty()) ForceTokenReload();
-  if (t.code < 200 || t.code >= 300) return ApiError(t.code, t.body, "watch " + path);
+  if (!resp.ok()) return Status::Unavailable("watch " + path + ": " + TransportCause(resp.status(), error));
+  if (resp->status == 401 && !config_.token_file.empty()) ForceTokenReload();
+  if (resp->status < 200 || resp->status >= 300) return ApiError(resp->status, resp->body, "watch " + path);
   return Status::Ok();
 }
 

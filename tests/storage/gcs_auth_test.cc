@@ -21,10 +21,10 @@
 #include <thread>
 
 #include "backends.h"
+#include "cohort/net/http_client.h"
 #include "gcs/credentials.h"
 #include "gcs/gcs_store.h"
 #include "storage/storage_testing.h"
-#include "http/http_client.h"
 #include "storage/fake_gcs.h"
 
 namespace cohort::storage::gcs {
@@ -120,9 +120,9 @@ MetadataServerOptions FastMetadata(const std::string& host) {
 TEST(MetadataServerTest, FlavorHeaderIsRequiredBothWays) {
   FakeMetadataServer md;
   // The fake refuses requests without the header, like the real server.
-  http::Request plain;
+  net::HttpRequest plain;
   plain.url = "http://" + md.host() + "/computeMetadata/v1/instance";
-  auto r = http::Perform(plain);
+  auto r = net::SendHttp(plain);
   ASSERT_TRUE(r.ok());
   EXPECT_EQ(r->status, 403);
 

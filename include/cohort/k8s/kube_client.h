@@ -1,8 +1,9 @@
-// A small Kubernetes API client on libcurl: in-cluster and kubeconfig
-// configuration, CRUD + merge patch + /status, list (with continue) and a
-// reflector that lists then watches with resourceVersion, bookmarks, 410 Gone
-// re-lists and reconnect backoff; Events; Lease leader election.
-// KubeClient is safe to use from several threads (one easy handle per call).
+// A small Kubernetes API client on the shared HTTP client
+// (cohort/net/http_client.h): in-cluster and kubeconfig configuration, CRUD +
+// merge patch + /status, list (with continue) and a reflector that lists then
+// watches with resourceVersion, bookmarks, 410 Gone re-lists and reconnect
+// backoff; Events; Lease leader election.
+// KubeClient is safe to use from several threads (one connection per call).
 #pragma once
 
 #include <atomic>

@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "cohort/common/logging.h"
+#include "cohort/net/http_client.h"
 #include "cohort/storage/crc32c.h"
-#include "http/http_client.h"
 
 namespace cohort::storage::gcs {
 namespace {
@@ -166,14 +166,14 @@ Result<std::string> MetadataServerCredentials::Get(const std::string& path, cons
   int attempts = 0;
   while (true) {
     ++attempts;
-    http::Request req;
+    net::HttpRequest req;
     req.method = "GET";
     req.url = options_.base_url + path;
     req.headers = {{"Metadata-Flavor", "Google"}};
     req.no_proxy = true;
     req.connect_timeout = options_.attempt_timeout;
     req.stall_timeout = std::max(options_.attempt_timeout, milliseconds(1000));
-    auto resp = http::Perform(req);
+    auto resp = net::SendHttp(req);
     std::string transient;
     if (!resp.ok()) {
       transient = resp.status().message();
@@ -207,7 +207,7 @@ Status MetadataServerCredentials::Probe() {
 
 Result<CachingCredentials::FetchedToken> MetadataServerCredentials::Fetch() {
   std::string path = "/computeMetadata/v1/instance/service-accounts/default/token";
-  if (!options_.scopes.empty()) path += "?scopes=" + http::UrlEncode(Join(options_.scopes, ","));
+  if (!options_.scopes.empty()) path += "?scopes=" + net::UrlEncode(Join(options_.scopes, ","));
   COHORT_ASSIGN_OR_RETURN(std::string body, Get(path, "token"));
   COHORT_ASSIGN_OR_RETURN(auto parsed, ParseTokenJson(body, options_.base_url));
   return FetchedToken{std::move(parsed.first), parsed.second};
@@ -293,14 +293,14 @@ Result<CachingCredentials::FetchedToken> ServiceAccountCredentials::Fetch() {
   while (true) {
     // A fresh assertion per attempt: iat must be current.
     COHORT_ASSIGN_OR_RETURN(std::string jwt, MakeJwtAssertion(key_, options_.scopes, options_.unix_seconds()));
-    const std::string body = "grant_type=" + http::UrlEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
-                             "&assertion=" + http::UrlEncode(jwt);
-    http::Request req;
+    const std::string body = "grant_type=" + net::UrlEncode("urn:ietf:params:oauth:grant-type:jwt-bearer") +
+                             "&assertion=" + net::UrlEncode(jwt);
+    net::HttpRequest req;
     req.method = "POST";
     req.url = key_.token_uri;
     req.headers = {{"Content-Type", "application/x-www-form-urlencoded"}};
     req.body = body;
-    auto resp = http::Perform(req);
+    auto resp = net::SendHttp(req);
     std::string transient, retry_after;
     if (!resp.ok()) {
       transient = resp.status().message();

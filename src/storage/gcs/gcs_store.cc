@@ -18,8 +18,8 @@
 
 #include "backends.h"
 #include "cohort/common/logging.h"
+#include "cohort/net/http_client.h"
 #include "cohort/storage/crc32c.h"
-#include "http/http_client.h"
 
 namespace cohort::storage {
 namespace gcs {
@@ -44,11 +44,10 @@ std::string Trim(std::string_view s) {
   return std::string(s);
 }
 
-// Perform() reports transport failures as "METHOD URL: cause". Session URIs
-// are capabilities and must not be logged, and our messages name the gs://
-// URI anyway: keep only the cause.
-std::string TransportCause(const Status& status, const http::Request& req) {
-  const std::string prefix = req.method + " " + req.url + ": ";
+// SendHttp() reports transport failures as "METHOD URL: cause" (URL
+// redacted). Our messages name the gs:// URI anyway: keep only the cause.
+std::string TransportCause(const Status& status, const net::HttpRequest& req) {
+  const std::string prefix = req.method + " " + net::RedactUrl(req.url) + ": ";
   const std::string& m = status.message();
   if (m.rfind(prefix, 0) == 0) return m.substr(prefix.size());
   return m;
@@ -86,7 +85,7 @@ Result<ObjectInfo> ParseObject(const std::string& body, const std::string& uri) 
 
 // The crc32c value of x-goog-hash (possibly several headers, each possibly
 // "crc32c=...,md5=...").
-std::string CrcFromHashHeaders(const http::Response& resp) {
+std::string CrcFromHashHeaders(const net::HttpResponse& resp) {
   for (const auto& [name, value] : resp.headers) {
     if (name != "x-goog-hash") continue;
     std::string_view rest = value;
@@ -102,7 +101,7 @@ std::string CrcFromHashHeaders(const http::Response& resp) {
 }
 
 // "Range: bytes=0-N" on a 308 -> N+1; no header -> 0 (nothing persisted).
-bool PersistedFromRange(const http::Response& resp, uint64_t* persisted) {
+bool PersistedFromRange(const net::HttpResponse& resp, uint64_t* persisted) {
   std::string range = resp.Header("range");
   if (range.empty()) {
     *persisted = 0;
@@ -206,20 +205,20 @@ class GcsStore : public BlobStore {
   using Sink = std::function<Status(const char* data, size_t n)>;
 
   std::string ObjectUrl(const std::string& bucket, const std::string& key) const {
-    return options_.endpoint + "/storage/v1/b/" + http::UrlEncode(bucket) + "/o/" + http::UrlEncode(key);
+    return options_.endpoint + "/storage/v1/b/" + net::UrlEncode(bucket) + "/o/" + net::UrlEncode(key);
   }
   std::string UploadUrl(const std::string& bucket) const {
-    return options_.endpoint + "/upload/storage/v1/b/" + http::UrlEncode(bucket) + "/o";
+    return options_.endpoint + "/upload/storage/v1/b/" + net::UrlEncode(bucket) + "/o";
   }
 
   // One exchange, with the bearer token; a 401 drops the cached token and
   // tries once more with a fresh one (spec §2.1).
-  Result<http::Response> Send(const http::Request& request) const;
+  Result<net::HttpResponse> Send(const net::HttpRequest& request) const;
   // Send() repeated under `retry` while the failure is transient (transport,
   // 408/429/5xx) and `retryable`; any other response is returned as is.
-  Result<http::Response> SendWithRetry(const http::Request& request, bool retryable, RetryState& retry,
+  Result<net::HttpResponse> SendWithRetry(const net::HttpRequest& request, bool retryable, RetryState& retry,
                                        const std::string& uri, const std::string& what) const;
-  Status HttpError(const http::Response& resp, const std::string& uri, const std::string& what) const;
+  Status HttpError(const net::HttpResponse& resp, const std::string& uri, const std::string& what) const;
 
   Result<ObjectInfo> MediaUpload(const std::string& bucket, const std::string& key, std::string_view data,
                                  const PutOptions& options);
@@ -244,9 +243,9 @@ class GcsStore : public BlobStore {
   GcsStoreOptions options_;
 };
 
-Result<http::Response> GcsStore::Send(const http::Request& request) const {
+Result<net::HttpResponse> GcsStore::Send(const net::HttpRequest& request) const {
   for (int auth_try = 0;; ++auth_try) {
-    http::Request req = request;
+    net::HttpRequest req = request;
     req.connect_timeout = options_.connect_timeout;
     req.stall_timeout = options_.stall_timeout;
     if (options_.credentials) {
@@ -254,7 +253,7 @@ Result<http::Response> GcsStore::Send(const http::Request& request) const {
       if (!token.ok()) return token.status();
       req.headers.emplace_back("Authorization", "Bearer " + *token);
     }
-    auto resp = http::Perform(req);
+    auto resp = net::SendHttp(req);
     if (resp.ok() && resp->status == 401 && options_.credentials && auth_try == 0) {
       COHORT_LOG(INFO) << "gcs: HTTP 401, fetching a fresh access token from "
                        << options_.credentials->Describe();
@@ -265,7 +264,7 @@ Result<http::Response> GcsStore::Send(const http::Request& request) const {
   }
 }
 
-Result<http::Response> GcsStore::SendWithRetry(const http::Request& request, bool retryable, RetryState& retry,
+Result<net::HttpResponse> GcsStore::SendWithRetry(const net::HttpRequest& request, bool retryable, RetryState& retry,
                                                const std::string& uri, const std::string& what) const {
   while (true) {
     auto resp = Send(request);
@@ -286,7 +285,7 @@ Result<http::Response> GcsStore::SendWithRetry(const http::Request& request, boo
   }
 }
 
-Status GcsStore::HttpError(const http::Response& resp, const std::string& uri, const std::string& what) const {
+Status GcsStore::HttpError(const net::HttpResponse& resp, const std::string& uri, const std::string& what) const {
   // {"error":{"code":404,"message":"...","errors":[{"reason":"notFound",...}]}};
   // proxies may send HTML or nothing, so fall back to the status code.
   std::string message, reason;
@@ -352,9 +351,9 @@ Result<ObjectInfo> GcsStore::MediaUpload(const std::string& bucket, const std::s
                                          const PutOptions& options) {
   const std::string uri = GsUri(bucket, key);
   const uint32_t crc = Crc32c(data);
-  http::Request req;
+  net::HttpRequest req;
   req.method = "POST";
-  req.url = UploadUrl(bucket) + "?uploadType=media&name=" + http::UrlEncode(key);
+  req.url = UploadUrl(bucket) + "?uploadType=media&name=" + net::UrlEncode(key);
   if (options.create_only) req.url += "&ifGenerationMatch=0";
   req.headers = {{"Content-Type", options.content_type.empty() ? "application/octet-stream" : options.content_type},
                  {"x-goog-hash", "crc32c=" + Crc32cToBase64(crc)}};
@@ -407,7 +406,7 @@ Result<ObjectInfo> GcsStore::VerifyUploaded(const std::string& bucket, const std
   // we created (ifGenerationMatch), so a concurrent newer write survives.
   std::string cleanup = "not deleted: GCS reported no generation";
   if (info.generation != 0) {
-    http::Request del;
+    net::HttpRequest del;
     del.method = "DELETE";
     del.url = ObjectUrl(bucket, key) + "?ifGenerationMatch=" + std::to_string(info.generation);
     RetryState retry(options_.retry);
@@ -430,7 +429,7 @@ Result<std::string> GcsStore::StartSession(const std::string& bucket, const std:
                                            const PutOptions& options) {
   const std::string uri = GsUri(bucket, key);
   const std::string content_type = options.content_type.empty() ? "application/octet-stream" : options.content_type;
-  http::Request req;
+  net::HttpRequest req;
   req.method = "POST";
   req.url = UploadUrl(bucket) + "?uploadType=resumable";
   // Preconditions belong on the initiating POST (spec §1.4a).
@@ -442,7 +441,7 @@ Result<std::string> GcsStore::StartSession(const std::string& bucket, const std:
   req.body = body;
   // Starting a session writes nothing: always safe to repeat.
   RetryState retry(options_.retry);
-  COHORT_ASSIGN_OR_RETURN(http::Response resp,
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp,
                           SendWithRetry(req, /*retryable=*/true, retry, uri, "starting a resumable upload"));
   if (resp.status == 412 && options.create_only)
     return Status::FailedPrecondition(uri + ": already exists (create-only upload, ifGenerationMatch=0)");
@@ -469,7 +468,7 @@ Result<ObjectInfo> GcsStore::ResumableUpload(const std::string& bucket, const st
     bool query_status = false;
     bool session_gone = false;
     RetryState retry(options_.retry);
-    std::optional<http::Response> final_resp;
+    std::optional<net::HttpResponse> final_resp;
     auto progressed = [&](uint64_t new_offset) {
       if (new_offset > offset) {
         retry = RetryState(options_.retry);  // progress: backoff and deadline start over
@@ -478,7 +477,7 @@ Result<ObjectInfo> GcsStore::ResumableUpload(const std::string& bucket, const st
       offset = new_offset;
     };
     while (!final_resp && !session_gone) {
-      http::Request req;
+      net::HttpRequest req;
       req.method = "PUT";
       req.url = session;
       std::string what;
@@ -583,7 +582,7 @@ Result<ObjectInfo> GcsStore::Download(const std::string& bucket, const std::stri
   bool have_head = false;      // the first 2xx response's headers were seen
   RetryState retry(options_.retry);
   while (true) {
-    http::Request req;
+    net::HttpRequest req;
     req.method = "GET";
     req.url = ObjectUrl(bucket, key) + "?alt=media";
     if (generation != 0) req.url += "&generation=" + std::to_string(generation);
@@ -593,7 +592,7 @@ Result<ObjectInfo> GcsStore::Download(const std::string& bucket, const std::stri
       req.headers.emplace_back("Range",
                                "bytes=" + std::to_string(from) + "-" + (has_last ? std::to_string(last) : std::string()));
     Status local_error;
-    req.on_response_headers = [&](const http::Response& head) {
+    req.on_response_headers = [&](const net::HttpResponse& head) {
       if (head.status / 100 != 2) return true;
       uint64_t first = 0, total = 0;
       std::string length = head.Header("content-length");
@@ -748,10 +747,10 @@ Result<ObjectInfo> GcsStore::GetToFile(const std::string& bucket, const std::str
 Result<ObjectInfo> GcsStore::Stat(const std::string& bucket, const std::string& key) {
   COHORT_RETURN_IF_ERROR(CheckNames(bucket, key));
   const std::string uri = GsUri(bucket, key);
-  http::Request req;
+  net::HttpRequest req;
   req.url = ObjectUrl(bucket, key);
   RetryState retry(options_.retry);
-  COHORT_ASSIGN_OR_RETURN(http::Response resp, SendWithRetry(req, true, retry, uri, "metadata"));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp, SendWithRetry(req, true, retry, uri, "metadata"));
   if (resp.status != 200) return HttpError(resp, uri, "metadata");
   return ParseObject(resp.body, uri);
 }
@@ -759,16 +758,16 @@ Result<ObjectInfo> GcsStore::Stat(const std::string& bucket, const std::string& 
 Result<ListResult> GcsStore::List(const std::string& bucket, const ListOptions& options) {
   const std::string uri = GsUri(bucket, options.prefix);
   if (bucket.empty()) return Status::InvalidArgument("gs:// list without a bucket");
-  http::Request req;
-  req.url = options_.endpoint + "/storage/v1/b/" + http::UrlEncode(bucket) + "/o";
+  net::HttpRequest req;
+  req.url = options_.endpoint + "/storage/v1/b/" + net::UrlEncode(bucket) + "/o";
   std::vector<std::string> params;
-  if (!options.prefix.empty()) params.push_back("prefix=" + http::UrlEncode(options.prefix));
-  if (!options.delimiter.empty()) params.push_back("delimiter=" + http::UrlEncode(options.delimiter));
-  if (!options.page_token.empty()) params.push_back("pageToken=" + http::UrlEncode(options.page_token));
+  if (!options.prefix.empty()) params.push_back("prefix=" + net::UrlEncode(options.prefix));
+  if (!options.delimiter.empty()) params.push_back("delimiter=" + net::UrlEncode(options.delimiter));
+  if (!options.page_token.empty()) params.push_back("pageToken=" + net::UrlEncode(options.page_token));
   if (options.max_results > 0) params.push_back("maxResults=" + std::to_string(std::min(options.max_results, 1000)));
   for (size_t i = 0; i < params.size(); ++i) req.url += (i == 0 ? "?" : "&") + params[i];
   RetryState retry(options_.retry);
-  COHORT_ASSIGN_OR_RETURN(http::Response resp, SendWithRetry(req, true, retry, uri, "list"));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp, SendWithRetry(req, true, retry, uri, "list"));
   if (resp.status != 200) return HttpError(resp, uri, "list");
   json j = json::parse(resp.body, nullptr, /*allow_exceptions=*/false);
   if (!j.is_object()) return Status::Internal(uri + ": list returned non-JSON: " + Truncate(resp.body));
@@ -789,12 +788,12 @@ Result<ListResult> GcsStore::List(const std::string& bucket, const ListOptions& 
 Status GcsStore::Delete(const std::string& bucket, const std::string& key) {
   COHORT_RETURN_IF_ERROR(CheckNames(bucket, key));
   const std::string uri = GsUri(bucket, key);
-  http::Request req;
+  net::HttpRequest req;
   req.method = "DELETE";
   req.url = ObjectUrl(bucket, key);
   // Retried: "make it gone" is idempotent for us (see gcs_store.h).
   RetryState retry(options_.retry);
-  COHORT_ASSIGN_OR_RETURN(http::Response resp, SendWithRetry(req, true, retry, uri, "delete"));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp, SendWithRetry(req, true, retry, uri, "delete"));
   if (resp.status / 100 == 2 || resp.status == 404) return Status::Ok();
   return HttpError(resp, uri, "delete");
 }

@@ -1,5 +1,5 @@
 // GcsStore: the gs:// BlobStore over the Cloud Storage JSON API v1 (spec
-// storage.md §1), on the shared libcurl client (http/http_client.h).
+// storage.md §1), on the shared HTTP client (cohort/net/http_client.h).
 //
 //   - Puts up to resumable_threshold bytes are one media upload
 //     (uploadType=media); larger ones a resumable session sent in chunks of

@@ -2,7 +2,7 @@
 // with jitter, bounded by a total deadline, honouring Retry-After.
 //
 // Which failures are transient: HTTP 408, 429 and 5xx, and transport
-// failures (Unavailable from http::Perform). Every other 4xx is final.
+// failures (Unavailable from net::SendHttp). Every other 4xx is final.
 // Whether a step may be repeated is the caller's decision (idempotency).
 #pragma once
 

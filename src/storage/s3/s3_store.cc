@@ -22,8 +22,8 @@
 
 #include "backends.h"
 #include "cohort/common/logging.h"
+#include "cohort/net/http_client.h"
 #include "cohort/storage/crc32c.h"
-#include "http/http_client.h"
 #include "s3/s3_xml.h"
 #include "s3/sigv4.h"
 
@@ -87,7 +87,7 @@ struct S3Error {
   }
 };
 
-S3Error ParseError(const http::Response& r) {
+S3Error ParseError(const net::HttpResponse& r) {
   S3Error e;
   e.http_status = r.status;
   auto errors = s3::XmlElements(r.body, "Error");
@@ -212,7 +212,7 @@ class S3Store : public BlobStore {
  private:
   // Sends call with retries (when idempotent). Returns a 2xx response or one
   // whose status is in call.pass_through; any other reply becomes a Status.
-  Result<http::Response> Execute(const Call& call, int* attempts = nullptr);
+  Result<net::HttpResponse> Execute(const Call& call, int* attempts = nullptr);
   Status CheckCredentials(const std::string& uri) const;
 
   Result<ObjectInfo> PutSingle(const std::string& bucket, const std::string& key, std::string_view data,
@@ -243,7 +243,7 @@ Status S3Store::CheckCredentials(const std::string& uri) const {
       "(IRSA) and EC2 instance metadata are not supported.)");
 }
 
-Result<http::Response> S3Store::Execute(const Call& call, int* attempts) {
+Result<net::HttpResponse> S3Store::Execute(const Call& call, int* attempts) {
   const std::string uri = UriOf(call.bucket, call.key);
   COHORT_RETURN_IF_ERROR(CheckCredentials(uri));
   COHORT_ASSIGN_OR_RETURN(S3Address address, ResolveS3Address(options_, call.bucket));
@@ -262,7 +262,7 @@ Result<http::Response> S3Store::Execute(const Call& call, int* attempts) {
     if (attempts != nullptr) *attempts = retry.attempts();
     if (call.before_attempt) call.before_attempt();
     const s3::SignedRequest signed_request = signer_.Sign(input, std::chrono::system_clock::now());
-    http::Request request;
+    net::HttpRequest request;
     request.method = call.method;
     request.url = address.base_url + signed_request.canonical_uri;
     if (!signed_request.canonical_query.empty()) request.url += "?" + signed_request.canonical_query;
@@ -272,7 +272,7 @@ Result<http::Response> S3Store::Execute(const Call& call, int* attempts) {
     request.connect_timeout = options_.connect_timeout;
     request.stall_timeout = options_.stall_timeout;
 
-    Result<http::Response> result = http::Perform(request);
+    Result<net::HttpResponse> result = net::SendHttp(request);
     if (!result.ok()) {
       // The receiver stopped the download (e.g. a local write failed): not transient.
       if (result.status().code() == StatusCode::kCancelled) return result.status().WithPrefix(uri);
@@ -282,7 +282,7 @@ Result<http::Response> S3Store::Execute(const Call& call, int* attempts) {
       }
       return Status::Unavailable(uri + ": " + call.op + ": " + result.status().message() + retry.Summary());
     }
-    http::Response response = std::move(result).value();
+    net::HttpResponse response = std::move(result).value();
     bool success = response.status >= 200 && response.status < 300;
     if (success && call.error_in_200 && !s3::XmlElements(response.body, "Error").empty()) success = false;
     if (success) return response;
@@ -374,7 +374,7 @@ Result<ObjectInfo> S3Store::PutSingle(const std::string& bucket, const std::stri
   if (options.create_only) call.headers.emplace_back("if-none-match", "*");
   if (options.progress) options.progress(0, data.size());
   int attempts = 1;
-  Result<http::Response> result = Execute(call, &attempts);
+  Result<net::HttpResponse> result = Execute(call, &attempts);
   if (!result.ok()) {
     // A retried create-only PUT may find its own first attempt: accept it if the bytes match.
     if (options.create_only && attempts > 1 && result.status().code() == StatusCode::kFailedPrecondition) {
@@ -386,7 +386,7 @@ Result<ObjectInfo> S3Store::PutSingle(const std::string& bucket, const std::stri
     }
     return result.status();
   }
-  const http::Response& response = *result;
+  const net::HttpResponse& response = *result;
   const std::string etag = Unquote(response.Header("etag"));
   if (options_.verify_etag_md5 && !etag.empty() && ToLower(etag) != s3::HexEncode(md5))
     return Status::Internal(uri + ": PutObject: the store's ETag " + etag + " is not the MD5 of the " +
@@ -428,7 +428,7 @@ Result<ObjectInfo> S3Store::PutMultipart(const std::string& bucket, const std::s
   create.query = {{"uploads", ""}};
   create.headers = {
       {"content-type", options.content_type.empty() ? "application/octet-stream" : options.content_type}};
-  COHORT_ASSIGN_OR_RETURN(http::Response created, Execute(create));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse created, Execute(create));
   const std::string upload_id = s3::XmlText(created.body, "UploadId");
   if (upload_id.empty())
     return Status::Internal(uri +
@@ -463,7 +463,7 @@ Result<ObjectInfo> S3Store::UploadPartsAndComplete(const std::string& bucket, co
     part.query = {{"partNumber", std::to_string(n)}, {"uploadId", upload_id}};
     part.headers = {{"content-md5", Base64Encode(md5)}};
     part.body = data;
-    COHORT_ASSIGN_OR_RETURN(http::Response response, Execute(part));
+    COHORT_ASSIGN_OR_RETURN(net::HttpResponse response, Execute(part));
     const std::string etag = response.Header("etag");
     if (etag.empty()) return Status::Internal(uri + ": " + part.op + ": the store returned no ETag");
     if (options_.verify_etag_md5 && ToLower(Unquote(etag)) != s3::HexEncode(md5))
@@ -489,7 +489,7 @@ Result<ObjectInfo> S3Store::UploadPartsAndComplete(const std::string& bucket, co
   complete.body = body;
   complete.error_in_200 = true;
   int attempts = 1;
-  Result<http::Response> completed = Execute(complete, &attempts);
+  Result<net::HttpResponse> completed = Execute(complete, &attempts);
   ObjectInfo info;
   info.key = key;
   info.size_bytes = size;
@@ -516,7 +516,7 @@ void S3Store::AbortUpload(const std::string& bucket, const std::string& key, con
   abort.bucket = bucket;
   abort.key = key;
   abort.query = {{"uploadId", upload_id}};
-  Result<http::Response> result = Execute(abort);
+  Result<net::HttpResponse> result = Execute(abort);
   if (!result.ok())
     COHORT_LOG(WARN) << result.status().message() << " (ignored; upload " << upload_id
                      << " may keep its parts until a lifecycle rule removes them)";
@@ -565,7 +565,7 @@ Result<ObjectInfo> S3Store::Download(const std::string& bucket, const std::strin
     if (options.progress) options.progress(received, expected_total);
     return true;
   };
-  COHORT_ASSIGN_OR_RETURN(http::Response response, Execute(call));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse response, Execute(call));
 
   if (response.status == 416) {
     // A range starting exactly at the end of the object is empty, not an error.
@@ -693,7 +693,7 @@ Result<ObjectInfo> S3Store::Stat(const std::string& bucket, const std::string& k
   call.bucket = bucket;
   call.key = key;
   if (options_.use_checksums) call.headers.emplace_back("x-amz-checksum-mode", "ENABLED");
-  COHORT_ASSIGN_OR_RETURN(http::Response response, Execute(call));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse response, Execute(call));
   ObjectInfo info;
   info.key = key;
   info.size_bytes = std::strtoull(response.Header("content-length").c_str(), nullptr, 10);
@@ -717,7 +717,7 @@ Result<ListResult> S3Store::List(const std::string& bucket, const ListOptions& o
   if (!options.prefix.empty()) call.query.emplace_back("prefix", options.prefix);
   if (!options.delimiter.empty()) call.query.emplace_back("delimiter", options.delimiter);
   if (!options.page_token.empty()) call.query.emplace_back("continuation-token", options.page_token);
-  COHORT_ASSIGN_OR_RETURN(http::Response response, Execute(call));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse response, Execute(call));
   const std::string& xml = response.body;
   if (!s3::XmlHas(xml, "ListBucketResult"))
     return Status::Internal(uri + ": ListObjectsV2: unexpected reply: " + xml.substr(0, 200));
@@ -764,7 +764,7 @@ Status S3Store::Delete(const std::string& bucket, const std::string& key) {
   call.bucket = bucket;
   call.key = key;
   call.pass_through = {404};
-  COHORT_ASSIGN_OR_RETURN(http::Response response, Execute(call));
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse response, Execute(call));
   if (response.status == 404) {
     const S3Error error = ParseError(response);
     if (error.code == "NoSuchBucket") return ToStatus(error, UriOf(bucket, key), call.op, options_.region);

@@ -1,6 +1,6 @@
 // The s3:// backend: a BlobStore over the S3 REST API (AWS S3 and
 // S3-compatible stores such as MinIO, Ceph RGW, R2 and s3rver), signed with
-// SigV4 (sigv4.h) and sent with the shared libcurl client (http/).
+// SigV4 (sigv4.h) and sent with the shared HTTP client (cohort/net/http_client.h).
 //
 // Called through OpenStore() (store_registry.cc -> NewS3StoreFromEnv()) and
 // directly by tests (NewS3Store with explicit options). The store is
