@@ -98,7 +98,7 @@ echo "# head pid $HEAD_PID: API $URL, agents 127.0.0.1:$AGENT_PORT, state in $ST
 # --- agents ---------------------------------------------------------------------
 for ((a = 1; a <= AGENTS; a++)); do
   "$COHORT" start --address "127.0.0.1:$AGENT_PORT" --block --state-dir "$STATE/a$a" \
-    --num-cpus 1000 --advertise-address 127.0.0.1 --token "$TOKEN" \
+    --num-cpus 1000 --advertise-address 127.0.0.1 --join-token-file "$STATE/head/join_token" \
     >"$LOG_DIR/control_plane.agent$a.log" 2>&1 &
   AGENT_PIDS+=($!)
 done

@@ -153,7 +153,7 @@ Status Agent::Impl::Start() {
     // Workers never inherit the cluster's credentials: not the token
     // variables, nor any variable that holds the token under another name
     // (the head gives each job its own COHORT_JOB_TOKEN instead).
-    for (const char* name : {"COHORT_TOKEN", "COHORT_JOB_TOKEN", "COHORT_TOKEN_FILE"}) base_env_.erase(name);
+    for (const char* name : {"COHORT_TOKEN", "COHORT_JOB_TOKEN", "COHORT_TOKEN_FILE", "COHORT_JOIN_TOKEN", "COHORT_JOIN_TOKEN_FILE"}) base_env_.erase(name);
     if (!options_.cluster_token.empty())
       std::erase_if(base_env_, [&](const auto& kv) { return kv.second.find(options_.cluster_token) != std::string::npos; });
 

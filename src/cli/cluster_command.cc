@@ -125,6 +125,23 @@ void Report(const Detach& d, bool ok, const std::string& text) {
   close(d.ready_fd);
 }
 
+// --- credentials -----------------------------------------------------------------
+
+std::string Getenv(const char* name) {
+  const char* v = std::getenv(name);
+  return v != nullptr ? v : "";
+}
+
+// A secret given either as a value flag or as a file flag (its first line);
+// "" when neither is set.
+Result<std::string> SecretFromFlags(const std::string& value, const char* value_flag, const std::string& file,
+                                    const char* file_flag) {
+  if (!value.empty() && !file.empty())
+    return Status::InvalidArgument(std::string("give ") + value_flag + " or " + file_flag + ", not both");
+  if (!file.empty()) return head::ReadTokenFile(file, file_flag);
+  return value;
+}
+
 std::string LocalIp() {
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
@@ -141,7 +158,8 @@ struct StartFlags {
   std::string host = "0.0.0.0";
   std::string state_dir;
   std::string auth = "token";
-  std::string token;
+  std::string token, token_file;            // head: the API token; agent: joins with it (compatibility)
+  std::string join_token, join_token_file;  // the agents' join token
   bool block = false;
   double node_timeout_s = 10;
   size_t max_body_bytes = size_t{100} << 20;
@@ -158,6 +176,23 @@ int RunHead(const StartFlags& f) {
     std::fprintf(stderr, "cohort start: --auth must be 'token' or 'none'\n");
     return kExitUsage;
   }
+  // The head takes its secrets from its flags or its state dir only, not from
+  // the environment the CLI reads (a $COHORT_TOKEN_FILE meant for clients
+  // must not become a new head's token).
+  auto token = SecretFromFlags(f.token, "--token", f.token_file, "--token-file");
+  if (!token.ok()) {
+    std::fprintf(stderr, "cohort start: %s\n", token.status().message().c_str());
+    return kExitUsage;
+  }
+  auto join_token = SecretFromFlags(f.join_token, "--join-token", f.join_token_file, "--join-token-file");
+  if (!join_token.ok()) {
+    std::fprintf(stderr, "cohort start: %s\n", join_token.status().message().c_str());
+    return kExitUsage;
+  }
+  if (f.auth == "none" && (!token->empty() || !join_token->empty())) {
+    std::fprintf(stderr, "cohort start: --auth none takes no token\n");
+    return kExitUsage;
+  }
   Detach detach;
   if (!f.block) detach = DetachOrExit(state_dir, "head");
   BlockTerminationSignals();
@@ -167,7 +202,8 @@ int RunHead(const StartFlags& f) {
   options.agent_port = f.port;
   options.dashboard_port = f.dashboard_port;
   options.auth = f.auth == "token";
-  options.token = f.token;
+  options.token = *token;
+  options.join_token = *join_token;
   options.node_timeout = std::chrono::milliseconds(static_cast<int64_t>(f.node_timeout_s * 1000));
   options.max_body_bytes = f.max_body_bytes;
   auto head = head::HeadServer::Start(options);
@@ -176,20 +212,58 @@ int RunHead(const StartFlags& f) {
     return 1;
   }
   const std::string ip = LocalIp();
-  std::string text = "cohort head started (pid " + std::to_string(getpid()) + ").\n" +
-                     "  API and dashboard:  http://" + ip + ":" + std::to_string((*head)->dashboard_port()) + "\n" +
-                     "  Agents join with:   cohort start --address " + ip + ":" +
-                     std::to_string((*head)->agent_port()) + "\n" +
-                     (options.auth ? "  API token:          " + state_dir + "/token (the CLI reads it; agents on other "
-                                                                               "machines need --token)\n"
-                                   : "  API token:          none (--auth none)\n") +
-                     "  State:              " + state_dir + "\n" +
-                     (f.block ? "Press Ctrl-C to stop.\n" : "Stop it with: cohort stop\n");
+  // Where each secret is (never the secret itself: this goes to logs).
+  auto where = [&](const std::string& value_flag_value, const std::string& file, const char* value_flag,
+                   const std::string& state_file) {
+    if (!file.empty()) return file;
+    if (!value_flag_value.empty()) return std::string("given with ") + value_flag;
+    return state_dir + "/" + state_file;
+  };
+  const std::string join_file = where(f.join_token, f.join_token_file, "--join-token", "join_token");
+  const bool join_on_command_line = f.join_token_file.empty() && !f.join_token.empty();
+  const std::string join_flag = " --join-token-file " + (join_on_command_line ? std::string("FILE") : join_file);
+  std::string text =
+      "cohort head started (pid " + std::to_string(getpid()) + ").\n" + "  API and dashboard:  http://" + ip + ":" +
+      std::to_string((*head)->dashboard_port()) + "\n" + "  Agents join with:   cohort start --address " + ip + ":" +
+      std::to_string((*head)->agent_port()) + (options.auth ? join_flag : "") + "\n" +
+      (options.auth ? "  API token:          " + where(f.token, f.token_file, "--token", "token") +
+                          " (admin: the API and the dashboard)\n" + "  Join token:         " + join_file +
+                          " (agents only: copy it to their machines, pass --join-token-file)\n"
+                    : "  API token:          none (--auth none)\n") +
+      "  State:              " + state_dir + "\n" +
+      (f.block ? "Press Ctrl-C to stop.\n" : "Stop it with: cohort stop\n");
   Report(detach, true, text);
   int sig = WaitForTermination();
   COHORT_LOG(INFO) << "signal " << sig << ": stopping the head";
   (*head)->Stop();
   return 0;
+}
+
+// What an agent registers with, first found: --join-token(-file); --token(-file)
+// (the admin token still joins, with a WARN on the head); $COHORT_JOIN_TOKEN_FILE,
+// $COHORT_TOKEN, $COHORT_TOKEN_FILE; <dir>/join_token, then <dir>/token, for dir
+// = its state dir, then the default one (a head on this machine). "" when none.
+Result<std::string> AgentToken(const StartFlags& f, const std::string& base) {
+  COHORT_ASSIGN_OR_RETURN(std::string join,
+                          SecretFromFlags(f.join_token, "--join-token", f.join_token_file, "--join-token-file"));
+  COHORT_ASSIGN_OR_RETURN(std::string token, SecretFromFlags(f.token, "--token", f.token_file, "--token-file"));
+  if (!join.empty() && !token.empty())
+    return Status::InvalidArgument("give the join token (--join-token, --join-token-file) or --token/--token-file, "
+                                   "not both: agents need only the join token");
+  if (!join.empty()) return join;
+  if (!token.empty()) return token;
+  if (std::string path = Getenv("COHORT_JOIN_TOKEN_FILE"); !path.empty())
+    return head::ReadTokenFile(path, "$COHORT_JOIN_TOKEN_FILE");
+  if (std::string t = Getenv("COHORT_TOKEN"); !t.empty()) return t;
+  if (std::string path = Getenv("COHORT_TOKEN_FILE"); !path.empty())
+    return head::ReadTokenFile(path, "$COHORT_TOKEN_FILE");
+  for (const char* name : {"join_token", "token"})
+    for (const std::string& dir : {base, DefaultStateDir()}) {
+      std::ifstream in(dir + "/" + name);
+      std::string line;
+      if (in && std::getline(in, line) && !line.empty()) return line;
+    }
+  return std::string();
 }
 
 int RunAgent(const StartFlags& f) {
@@ -198,17 +272,12 @@ int RunAgent(const StartFlags& f) {
   options.head_address = f.address;
   options.state_dir = base;
   options.advertise_address = f.advertise;
-  std::string token = f.token;
-  if (token.empty())
-    if (const char* t = std::getenv("COHORT_TOKEN"); t && *t) token = t;
-  if (token.empty()) {
-    for (const std::string& dir : {base, DefaultStateDir()}) {
-      std::ifstream in(dir + "/token");
-      if (in && std::getline(in, token) && !token.empty()) break;
-      token.clear();
-    }
+  auto token = AgentToken(f, base);
+  if (!token.ok()) {
+    std::fprintf(stderr, "cohort start: %s\n", token.status().message().c_str());
+    return kExitUsage;
   }
-  options.cluster_token = token;
+  options.cluster_token = *token;
   if (f.num_cpus) options.resources["CPU"] = *f.num_cpus;
   if (f.num_gpus) options.resources["GPU"] = *f.num_gpus;
   if (f.memory) options.resources["memory"] = static_cast<double>(*f.memory);
@@ -371,7 +440,7 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
   }
   agent::Agent::Options agent_options;
   agent_options.head_address = "127.0.0.1:" + std::to_string((*head)->agent_port());
-  agent_options.cluster_token = (*head)->token();
+  agent_options.cluster_token = (*head)->join_token();
   agent_options.state_dir = state_dir + "/agent";
   agent_options.advertise_address = "127.0.0.1";
   if (f.num_cpus) agent_options.resources["CPU"] = *f.num_cpus;
@@ -447,6 +516,15 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
 
 }  // namespace
 
+Result<std::string> ResolveTokenFlags(const std::string& token, const std::string& token_file) {
+  COHORT_ASSIGN_OR_RETURN(std::string t, SecretFromFlags(token, "--token", token_file, "--token-file"));
+  if (!t.empty()) return t;
+  if (std::string env = Getenv("COHORT_TOKEN"); !env.empty()) return env;
+  if (std::string path = Getenv("COHORT_TOKEN_FILE"); !path.empty())
+    return head::ReadTokenFile(path, "$COHORT_TOKEN_FILE");
+  return std::string();
+}
+
 Command AddStartCommand(CLI::App& root) {
   auto f = std::make_shared<StartFlags>();
   CLI::App* app = root.add_subcommand("start", "Start a head (--head) or a node agent (--address HOST:PORT)");
@@ -457,7 +535,17 @@ Command AddStartCommand(CLI::App& root) {
   app->add_option("--host", f->host, "Head: the address both ports listen on")->capture_default_str();
   app->add_option("--state-dir", f->state_dir, "State directory (default ~/.cohort, or ~/.cohort/agent for agents)");
   app->add_option("--auth", f->auth, "Head: 'token' (default) or 'none'");
-  app->add_option("--token", f->token, "The cluster token (agents: default $COHORT_TOKEN or <state-dir>/token)");
+  app->add_option("--token", f->token,
+                  "Head: the API (admin) token (default: <state-dir>/token, created at first start). Agents: "
+                  "joins with it for compatibility (the head logs a warning); give agents the join token instead");
+  app->add_option("--token-file", f->token_file,
+                  "As --token, read from the first line of this file (agents: default $COHORT_TOKEN_FILE)");
+  app->add_option("--join-token", f->join_token,
+                  "The agents' join token (head: default <state-dir>/join_token, created at first start; it "
+                  "never opens the HTTP API). Prefer --join-token-file: a command line is visible to all users");
+  app->add_option("--join-token-file", f->join_token_file,
+                  "As --join-token, read from the first line of this file (agents: default "
+                  "$COHORT_JOIN_TOKEN_FILE, else <state-dir>/join_token)");
   app->add_option("--node-timeout-s", f->node_timeout_s, "Head: seconds without heartbeat before a node is dead");
   app->add_option("--max-body-bytes", f->max_body_bytes,
                   "Head: largest request body accepted (package uploads); more gets 413")

@@ -12,10 +12,20 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cohort/common/status.h"
+
 namespace cohort::cli {
 
 // Exit code for a bad command line (as getopt-based tools use).
 inline constexpr int kExitUsage = 2;
+
+// The API token of a command that talks to the head, from its flags and the
+// environment: --token, else the first line of --token-file, else
+// $COHORT_TOKEN, else the first line of the file $COHORT_TOKEN_FILE names;
+// "" when none is set (the job client then reads <state-dir>/token).
+// InvalidArgument when both flags are given, or when the token file cannot
+// be read or its first line is empty. Defined in cluster_command.cc.
+Result<std::string> ResolveTokenFlags(const std::string& token, const std::string& token_file);
 
 // The words after the first "--" on the command line. main.cc splits them off
 // before CLI11 parses the rest (CLI11 cannot hand a subcommand a raw command

@@ -50,7 +50,8 @@ bool Interrupted() { return g_interrupted != 0; }
 
 struct ConnFlags {
   std::string address;
-  std::string token;
+  std::string token;       // after ResolveTokenFlags: the token from any source, or ""
+  std::string token_file;
   std::string state_dir;
 
   // " --address X" when the user gave one, for the commands we suggest.
@@ -61,7 +62,11 @@ void AddConnFlags(CLI::App* app, ConnFlags* f) {
   app->add_option("--address", f->address,
                   "Head URL (default: $COHORT_ADDRESS, else http://127.0.0.1:8265)");
   app->add_option("--token", f->token,
-                  "Bearer token (default: $COHORT_TOKEN, else <state-dir>/token)");
+                  "Bearer token (default: $COHORT_TOKEN, else $COHORT_TOKEN_FILE, else "
+                  "<state-dir>/token)");
+  app->add_option("--token-file", f->token_file,
+                  "Read the bearer token from the first line of this file (keeps it off the "
+                  "command line)");
   app->add_option("--state-dir", f->state_dir,
                   "Local state directory (default: $COHORT_STATE_DIR, else ~/.cohort)");
 }
@@ -455,6 +460,17 @@ Command AddJobCommand(CLI::App& root) {
 
   return Command{
       job, [=](const Passthrough& passthrough) -> int {
+        // The token (flag, file or environment) of whichever subcommand was parsed.
+        const std::pair<CLI::App*, ConnFlags*> conns[] = {
+            {submit, &submit_flags->conn}, {logs, &logs_flags->conn},     {status, &status_flags->conn},
+            {stop, &stop_flags->conn},     {del, &delete_flags->conn},    {metrics, &metrics_flags->conn},
+            {list, list_conn.get()}};
+        for (const auto& [app, conn] : conns) {
+          if (!app->parsed()) continue;
+          auto token = ResolveTokenFlags(conn->token, conn->token_file);
+          if (!token.ok()) return Fail(app->get_name().c_str(), token.status());
+          conn->token = *token;
+        }
         if (submit->parsed()) return RunSubmit(submit, *submit_flags, passthrough);
         if (logs->parsed()) {
           return RejectPassthrough("logs", passthrough) ? kExitUsage : RunLogs(*logs_flags);

@@ -19,6 +19,7 @@ namespace {
 struct StatusFlags {
   std::string address;
   std::string token;
+  std::string token_file;
   std::string state_dir;
   bool json = false;
 };
@@ -76,7 +77,12 @@ std::string Field(const Json& j, const char* key) {
 }
 
 int RunStatus(const StatusFlags& f) {
-  JobClient client(ResolveConnection(f.address, f.token, f.state_dir));
+  Result<std::string> token = ResolveTokenFlags(f.token, f.token_file);
+  if (!token.ok()) {
+    std::fprintf(stderr, "cohort status: %s\n", token.status().message().c_str());
+    return kExitUsage;
+  }
+  JobClient client(ResolveConnection(f.address, *token, f.state_dir));
   Result<Json> status = client.ClusterStatus();
   if (!status.ok()) {
     std::fprintf(stderr, "cohort status: %s\n", status.status().message().c_str());
@@ -201,7 +207,11 @@ Command AddStatusCommand(CLI::App& root) {
   sub->add_option("--address", flags->address,
                   "Head URL (default: $COHORT_ADDRESS, else http://127.0.0.1:8265)");
   sub->add_option("--token", flags->token,
-                  "Bearer token (default: $COHORT_TOKEN, else <state-dir>/token)");
+                  "Bearer token (default: $COHORT_TOKEN, else $COHORT_TOKEN_FILE, else "
+                  "<state-dir>/token)");
+  sub->add_option("--token-file", flags->token_file,
+                  "Read the bearer token from the first line of this file (keeps it off the "
+                  "command line)");
   sub->add_option("--state-dir", flags->state_dir,
                   "Local state directory (default: $COHORT_STATE_DIR, else ~/.cohort)");
   sub->add_flag("--json", flags->json, "Print the head's answer as JSON");

@@ -21,7 +21,7 @@ LogWriter::~LogWriter() {
 void LogWriter::Append(std::string job_id, std::string text) NO_THREAD_SAFETY_ANALYSIS {
   if (text.empty()) return;
   std::unique_lock<std::mutex> lock(mu_.native());
-  drained_.wait(lock, [&] { return queued_bytes_ < kMaxQueuedBytes || stopping_; });
+  drained_.wait(lock, [&]() NO_THREAD_SAFETY_ANALYSIS { return queued_bytes_ < kMaxQueuedBytes || stopping_; });
   queued_bytes_ += text.size();
   queue_.push_back(Item{std::move(job_id), std::move(text)});
   ++appended_;
@@ -32,13 +32,13 @@ void LogWriter::Append(std::string job_id, std::string text) NO_THREAD_SAFETY_AN
 void LogWriter::Flush() NO_THREAD_SAFETY_ANALYSIS {
   std::unique_lock<std::mutex> lock(mu_.native());
   const uint64_t target = appended_;
-  drained_.wait(lock, [&] { return written_ >= target; });
+  drained_.wait(lock, [&]() NO_THREAD_SAFETY_ANALYSIS { return written_ >= target; });
 }
 
 void LogWriter::Run() {
   std::unique_lock<std::mutex> lock(mu_.native());
   for (;;) {
-    cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+    cv_.wait(lock, [&]() NO_THREAD_SAFETY_ANALYSIS { return stopping_ || !queue_.empty(); });
     if (queue_.empty() && stopping_) return;
     std::deque<Item> batch;
     batch.swap(queue_);

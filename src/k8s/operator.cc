@@ -2,7 +2,6 @@
 #include "cohort/common/base64.h"
 #include "cohort/k8s/operator.h"
 
-#include <curl/curl.h>
 #include <unistd.h>
 
 #include <random>
@@ -10,6 +9,7 @@
 #include <vector>
 
 #include "cohort/common/logging.h"
+#include "cohort/net/http_client.h"
 
 namespace cohort::k8s {
 namespace {
@@ -30,33 +30,18 @@ std::string RandomHex(int bytes) {
   return out;
 }
 
-
-size_t Collect(char* p, size_t s, size_t n, void* ud) {
-  static_cast<std::string*>(ud)->append(p, s * n);
-  return s * n;
-}
-
-Result<json> CurlGetJson(const std::string& url, const std::string& token) {
-  CURL* h = curl_easy_init();
-  if (!h) return Status::Internal("curl_easy_init failed");
-  std::string body;
-  curl_slist* headers = nullptr;
-  if (!token.empty()) headers = curl_slist_append(headers, ("Authorization: Bearer " + token).c_str());
-  curl_easy_setopt(h, CURLOPT_URL, url.c_str());
-  curl_easy_setopt(h, CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(h, CURLOPT_TIMEOUT_MS, 5000L);
-  curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, Collect);
-  curl_easy_setopt(h, CURLOPT_WRITEDATA, &body);
-  CURLcode rc = curl_easy_perform(h);
-  long code = 0;
-  curl_easy_getinfo(h, CURLINFO_RESPONSE_CODE, &code);
-  curl_slist_free_all(headers);
-  curl_easy_cleanup(h);
-  if (rc != CURLE_OK) return Status::Unavailable("GET " + url + ": " + curl_easy_strerror(rc));
-  if (code != 200) return Status::Unavailable("GET " + url + ": HTTP " + std::to_string(code));
+// The default fetch_head_status: GET url with the bearer token, within 5 s.
+Result<json> GetHeadJson(const std::string& url, const std::string& token) {
+  net::HttpRequest req;
+  req.url = url;
+  if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
+  req.total_timeout = milliseconds(5000);
+  req.stall_timeout = milliseconds(0);
+  // A transport failure is Unavailable "GET url: cause".
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp, net::SendHttp(req));
+  if (resp.status != 200) return Status::Unavailable("GET " + url + ": HTTP " + std::to_string(resp.status));
   try {
-    return json::parse(body);
+    return json::parse(resp.body);
   } catch (const std::exception& e) {
     return Status::Internal("GET " + url + ": bad JSON");
   }
@@ -83,7 +68,7 @@ std::string Hostname() {
 }  // namespace
 
 Operator::Operator(KubeClient& client, OperatorOptions options) : client_(client), options_(std::move(options)) {
-  if (!options_.fetch_head_status) options_.fetch_head_status = CurlGetJson;
+  if (!options_.fetch_head_status) options_.fetch_head_status = GetHeadJson;
   if (options_.identity.empty()) options_.identity = Hostname() + "_" + RandomHex(4);
   if (options_.lease_namespace.empty()) options_.lease_namespace = client_.config().default_namespace;
 }
@@ -177,6 +162,7 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
   ReconcileOptions ro;
   ro.now = FormatMicroTime(std::chrono::system_clock::now()).substr(0, 19) + "Z";
   ro.new_token = RandomHex(32);
+  ro.new_join_token = RandomHex(32);
   ro.cluster_domain = options_.cluster_domain;
   ro.default_image = options_.default_image;
   ReconcileResult r = Reconcile(cluster, observed, autoscale, ro);

@@ -128,7 +128,8 @@ void EnsurePort(json& container, const std::string& name, int port) {
   ports.push_back({{"name", name}, {"containerPort", port}, {"protocol", "TCP"}});
 }
 
-void EnsureVolume(json& spec, json& container, const json& volume, const std::string& mount_path) {
+void EnsureVolume(json& spec, json& container, const json& volume, const std::string& mount_path,
+                  bool read_only = false) {
   json& vols = spec["volumes"];
   if (!vols.is_array()) vols = json::array();
   std::string name = Str(volume, "name");
@@ -139,7 +140,9 @@ void EnsureVolume(json& spec, json& container, const json& volume, const std::st
   if (!mounts.is_array()) mounts = json::array();
   for (const auto& m : mounts)
     if (Str(m, "mountPath") == mount_path) return;
-  mounts.push_back({{"name", name}, {"mountPath", mount_path}});
+  json mount = {{"name", name}, {"mountPath", mount_path}};
+  if (read_only) mount["readOnly"] = true;
+  mounts.push_back(mount);
 }
 
 json HttpProbe(const std::string& path, int port, int delay, int period, int failures) {
@@ -169,6 +172,7 @@ struct Ctx {
   const ReconcileOptions& opt;
   int head_port = kHeadPort;
   int dashboard_port = kDashboardPort;
+  bool secret_has_join_token = false;  // the Secret holds kJoinTokenKey (or will, once created)
   std::string HeadFqdn() const { return HeadServiceName(name) + "." + ns + ".svc." + opt.cluster_domain; }
 };
 
@@ -201,7 +205,27 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   Limits lim = ContainerLimits(ctr);
   params.emplace("block", "true");
   params.emplace("state-dir", "/var/lib/cohort");
-  params.emplace("token", "$(COHORT_TOKEN)");
+  // Credentials: files of the Secret's volume (see kSecretsMountPath), unless
+  // startParams name their own.
+  const std::string dir = kSecretsMountPath;
+  const bool own_token = params.count("token") > 0 || params.count("token-file") > 0;
+  const bool own_join = params.count("join-token") > 0 || params.count("join-token-file") > 0;
+  json items = json::array();
+  auto mount_key = [&](const char* key) { items.push_back({{"key", key}, {"path", key}}); };
+  if (is_head) {
+    mount_key(kTokenKey);
+    if (!own_token) params.emplace("token-file", dir + "/" + kTokenKey);
+    if (c.secret_has_join_token) {
+      mount_key(kJoinTokenKey);
+      if (!own_join) params.emplace("join-token-file", dir + "/" + kJoinTokenKey);
+    }
+  } else if (c.secret_has_join_token) {
+    mount_key(kJoinTokenKey);
+    if (!own_token && !own_join) params.emplace("join-token-file", dir + "/" + kJoinTokenKey);
+  } else {  // a Secret from before join tokens: the admin token still joins
+    mount_key(kTokenKey);
+    if (!own_token && !own_join) params.emplace("token-file", dir + "/" + kTokenKey);
+  }
   std::vector<std::string> args = {"cohort", "start"};
   if (is_head) {
     params.emplace("port", std::to_string(c.head_port));
@@ -223,8 +247,8 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
     ctr.erase("args");
   }
 
-  SetEnv(ctr, {{"name", "COHORT_TOKEN"},
-               {"valueFrom", {{"secretKeyRef", {{"name", TokenSecretName(c.name)}, {"key", "token"}}}}}});
+  // `kubectl exec` into the head: the CLI finds the API token by its path.
+  if (is_head) SetEnv(ctr, EnvVar("COHORT_TOKEN_FILE", dir + "/" + kTokenKey));
   SetEnv(ctr, EnvField("COHORT_POD_IP", "status.podIP"));
   SetEnv(ctr, EnvField("COHORT_POD_NAME", "metadata.name"));
   SetEnv(ctr, EnvVar("COHORT_CLUSTER_NAME", c.name));
@@ -250,6 +274,18 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   if (lim.memory > 0) shm["emptyDir"]["sizeLimit"] = FormatNumber(std::floor(lim.memory));
   EnsureVolume(spec, ctr, shm, "/dev/shm");
   EnsureVolume(spec, ctr, {{"name", "cohort-state"}, {"emptyDir", json::object()}}, "/var/lib/cohort");
+  EnsureVolume(spec, ctr,
+               {{"name", "cohort-secrets"},
+                {"secret", {{"secretName", TokenSecretName(c.name)}, {"defaultMode", kSecretsMode}, {"items", items}}}},
+               dir, /*read_only=*/true);
+  // Secret files belong to root and the pod's fsGroup; the image runs as
+  // 1000:1000 (Dockerfile). A template's own fsGroup is kept.
+  json& security = spec["securityContext"];
+  if (!security.is_object()) security = json::object();
+  if (!security.contains("fsGroup")) {
+    security["fsGroup"] = 1000;
+    if (!security.contains("fsGroupChangePolicy")) security["fsGroupChangePolicy"] = "OnRootMismatch";
+  }
   if (!spec.contains("restartPolicy")) spec["restartPolicy"] = "Always";
 
   return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", meta}, {"spec", spec}};
@@ -459,9 +495,18 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   }
 
   // Secret (created once, never rewritten).
-  bool have_secret = false;
-  for (const auto* s : secrets) have_secret = have_secret || Name(*s) == TokenSecretName(c.name);
-  if (!have_secret) {
+  const json* secret = nullptr;
+  for (const auto* s : secrets)
+    if (Name(*s) == TokenSecretName(c.name)) secret = s;
+  auto has_key = [](const json& obj, const char* key) {
+    for (const char* field : {"data", "stringData"}) {
+      const json& v = Get(Get(obj, field), key);
+      if (v.is_string() && !v.get<std::string>().empty()) return true;
+    }
+    return false;
+  };
+  c.secret_has_join_token = secret != nullptr ? has_key(*secret, kJoinTokenKey) : !options.new_join_token.empty();
+  if (secret == nullptr) {
     Action a;
     a.kind = "Secret";
     a.name = TokenSecretName(c.name);
@@ -474,7 +519,8 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
                 {"labels", Labels(c.name, "head", "headgroup")},
                 {"ownerReferences", OwnerRef(cluster)}}},
               {"type", "Opaque"},
-              {"stringData", {{"token", options.new_token}}}};
+              {"stringData", {{kTokenKey, options.new_token}}}};
+    if (c.secret_has_join_token) a.body["stringData"][kJoinTokenKey] = options.new_join_token;
     r.actions.push_back(a);
   }
 

@@ -6,8 +6,9 @@
 //                  its output in a file; SIGKILLed (group) when destroyed, and
 //                  also when the test process dies (PR_SET_PDEATHSIG).
 //   LocalCluster   a temp dir, a head (`cohort start --head --block ...`) and
-//                  agents (`cohort start --address ...`), ports picked free;
-//                  REST helpers with the head's token; `cohort` CLI runs.
+//                  agents (`cohort start --address ...`, joining with the
+//                  head's join token file), ports picked free; REST helpers
+//                  with the head's API token; `cohort` CLI runs.
 //
 // Header-only: tests/integration/*_test.cc include it.
 #pragma once
@@ -409,7 +410,8 @@ class LocalCluster {
   int dashboard_port() const { return dashboard_port_; }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(dashboard_port_); }
   std::string agent_address() const { return "127.0.0.1:" + std::to_string(agent_port_); }
-  const std::string& token() const { return token_; }
+  const std::string& token() const { return token_; }  // the API (admin) token
+  std::string join_token_file() const { return head_state() + "/join_token"; }
   ChildProcess& head() { return *head_; }
   Agent& agent(size_t i) { return agents_.at(i); }
   size_t num_agents() const { return agents_.size(); }
@@ -438,7 +440,9 @@ class LocalCluster {
   }
 
   // Starts agent `name` (state dir <dir>/<name>) with `cpus` CPUs; waits until
-  // the head lists its node ALIVE.
+  // the head lists its node ALIVE. It joins with --join-token-file
+  // join_token_file() (with auth on) unless `extra` names its own credential
+  // (--token, --token-file, --join-token, --join-token-file).
   ::testing::AssertionResult StartAgent(const std::string& name, int cpus,
                                         const std::vector<std::string>& extra = {}) {
     Agent a;
@@ -448,9 +452,13 @@ class LocalCluster {
     std::vector<std::string> argv = {kCohort, "start", "--address", agent_address(), "--block",
                                      "--state-dir", a.state_dir, "--num-cpus", std::to_string(cpus),
                                      "--num-gpus", "0"};
-    if (!token_.empty()) {
-      argv.push_back("--token");
-      argv.push_back(token_);
+    bool own_credential = false;
+    for (const auto& flag : extra)
+      own_credential = own_credential || flag == "--token" || flag == "--token-file" || flag == "--join-token" ||
+                       flag == "--join-token-file";
+    if (!token_.empty() && !own_credential) {
+      argv.push_back("--join-token-file");
+      argv.push_back(join_token_file());
     }
     argv.insert(argv.end(), extra.begin(), extra.end());
     if (!a.proc->Start(argv, dir_ + "/" + name + ".log")) return ::testing::AssertionFailure() << "fork failed";

@@ -33,11 +33,13 @@ struct World {
   json cluster;
   Observed obs;
   int counter = 0;
+  std::string join_token = "jtok";  // ReconcileOptions::new_join_token
 
   ReconcileResult Step(const std::optional<AutoscalerInput>& as = std::nullopt) {
     ReconcileOptions o;
     o.now = "2026-01-01T00:00:00Z";
     o.new_token = "tok";
+    o.new_join_token = join_token;
     return Reconcile(cluster, obs, as, o);
   }
   void Apply(const ReconcileResult& r) {
@@ -109,6 +111,51 @@ std::string Cmd(const json& pod) {
   return s;
 }
 
+// The pod's volume `name` ({} when it has none).
+json Volume(const json& pod, const std::string& name) {
+  for (const auto& v : pod["spec"]["volumes"])
+    if (v["name"] == name) return v;
+  return json::object();
+}
+
+// The keys of the cluster Secret the pod mounts, sorted.
+std::vector<std::string> MountedSecretKeys(const json& pod) {
+  std::vector<std::string> keys;
+  json volume = Volume(pod, "cohort-secrets");
+  for (const auto& item : volume["secret"]["items"]) {
+    keys.push_back(item["key"]);
+    EXPECT_EQ(item["path"], item["key"]);
+  }
+  std::sort(keys.begin(), keys.end());
+  return keys;
+}
+
+// No secret reaches a pod through its command line or an environment
+// variable: no argument or env value holds a token or an env reference to
+// one, and no env var reads the cluster Secret.
+void ExpectNoTokenInCommandOrEnv(const json& pod) {
+  const json& ctr = pod["spec"]["containers"][0];
+  for (const auto& a : ctr["command"]) {
+    const std::string arg = a.get<std::string>();
+    EXPECT_EQ(arg.find("$(COHORT_TOKEN)"), std::string::npos) << arg;
+    EXPECT_NE(arg, "tok");
+    EXPECT_NE(arg, "jtok");
+  }
+  EXPECT_FALSE(ctr.contains("args"));
+  for (const auto& e : ctr["env"]) {
+    EXPECT_NE(e["name"], "COHORT_TOKEN") << e.dump();
+    if (e.contains("value")) {
+      const std::string v = e["value"];
+      EXPECT_EQ(v.find("$(COHORT_TOKEN)"), std::string::npos) << e.dump();
+      EXPECT_NE(v, "tok") << e.dump();
+      EXPECT_EQ(v.find("jtok"), std::string::npos) << e.dump();
+    }
+    if (e.contains("valueFrom") && e["valueFrom"].contains("secretKeyRef"))
+      EXPECT_NE(e["valueFrom"]["secretKeyRef"]["name"], "demo-token") << e.dump();
+  }
+  EXPECT_FALSE(ctr.contains("envFrom"));
+}
+
 TEST(ReconcileTest, CreateFromNothing) {
   World w{Cluster(3)};
   auto r = w.Step();
@@ -136,20 +183,39 @@ TEST(ReconcileTest, CreateFromNothing) {
   std::string hc = Cmd(heads[0]);
   EXPECT_NE(hc.find("cohort start --head"), std::string::npos) << hc;
   for (const char* f : {"--block", "--state-dir /var/lib/cohort", "--dashboard-port 8265", "--port 6380",
-                        "--host 0.0.0.0", "--token $(COHORT_TOKEN)"})
+                        "--host 0.0.0.0", "--token-file /etc/cohort/secrets/token",
+                        "--join-token-file /etc/cohort/secrets/join_token"})
     EXPECT_NE(hc.find(f), std::string::npos) << f << " in " << hc;
+  EXPECT_EQ(hc.find("--token "), std::string::npos) << hc;
   std::string wc = Cmd(workers[0]);
   EXPECT_EQ(wc.find("--head"), std::string::npos);
   for (const char* f : {"--address demo-head-svc.ml.svc.cluster.local:6380", "--num-gpus 4", "--num-cpus 8",
                         "--memory 34359738368", "--metrics-port 8080", "--advertise-address $(COHORT_POD_IP)",
-                        "--block"})
+                        "--block", "--join-token-file /etc/cohort/secrets/join_token"})
     EXPECT_NE(wc.find(f), std::string::npos) << f << " in " << wc;
+  EXPECT_EQ(wc.find("--token"), std::string::npos) << "a worker holds the admin token: " << wc;
+  // Credentials: files of a read-only Secret volume; the head gets both
+  // tokens, workers only the join token.
+  for (const auto& pod : w.obs.pods) {
+    ExpectNoTokenInCommandOrEnv(pod);
+    json vol = Volume(pod, "cohort-secrets");
+    EXPECT_EQ(vol["secret"]["secretName"], "demo-token") << vol.dump();
+    EXPECT_EQ(vol["secret"]["defaultMode"], 0440);
+    bool mounted = false;
+    for (const auto& m : pod["spec"]["containers"][0]["volumeMounts"])
+      if (m["name"] == "cohort-secrets")
+        mounted = m["mountPath"] == "/etc/cohort/secrets" && m.value("readOnly", false);
+    EXPECT_TRUE(mounted) << pod["spec"]["containers"][0]["volumeMounts"].dump();
+    EXPECT_EQ(pod["spec"]["securityContext"]["fsGroup"], 1000);  // the image's group reads the files
+  }
+  EXPECT_EQ(MountedSecretKeys(heads[0]), (std::vector<std::string>{"join_token", "token"}));
+  for (const auto& wp : workers) EXPECT_EQ(MountedSecretKeys(wp), (std::vector<std::string>{"join_token"}));
   const json& ctr = workers[0]["spec"]["containers"][0];
-  bool token_env = false;
-  for (const auto& e : ctr["env"])
-    if (e["name"] == "COHORT_TOKEN")
-      token_env = e["valueFrom"]["secretKeyRef"]["name"] == "demo-token" && e["valueFrom"]["secretKeyRef"]["key"] == "token";
-  EXPECT_TRUE(token_env);
+  bool token_file_env = false;
+  for (const auto& e : ctr["env"]) token_file_env = token_file_env || e["name"] == "COHORT_TOKEN_FILE";
+  EXPECT_FALSE(token_file_env);  // workers are not told where an admin token would be
+  for (const auto& e : heads[0]["spec"]["containers"][0]["env"])
+    if (e["name"] == "COHORT_TOKEN_FILE") EXPECT_EQ(e["value"], "/etc/cohort/secrets/token");
   EXPECT_EQ(ctr["readinessProbe"]["tcpSocket"]["port"], 8080);
   const json& hctr = heads[0]["spec"]["containers"][0];
   EXPECT_EQ(hctr["readinessProbe"]["httpGet"]["path"], "/api/health");
@@ -164,6 +230,7 @@ TEST(ReconcileTest, CreateFromNothing) {
   std::sort(ports.begin(), ports.end());
   EXPECT_EQ(ports, (std::vector<int>{6380, 8080, 8265}));
   EXPECT_EQ(w.obs.secrets[0]["stringData"]["token"], "tok");
+  EXPECT_EQ(w.obs.secrets[0]["stringData"]["join_token"], "jtok");
   // Status after the pods came up.
   auto r2 = w.Step();
   EXPECT_TRUE(r2.actions.empty());
@@ -433,6 +500,55 @@ TEST(ReconcileTest, StartParamsRenderSortedFlags) {
   EXPECT_EQ(wc.find("--x"), std::string::npos);
   EXPECT_NE(wc.find("demo-head-svc.ml.svc.cluster.local:7000"), std::string::npos) << wc;
   EXPECT_NE(Cmd(w.Pods("head")[0]).find("--port 7000"), std::string::npos);
+}
+
+// A Secret made before join tokens (no join_token key) is kept as it is;
+// workers then join with the admin token's file (the head accepts it, with
+// a warning), still never through the command line or the environment.
+TEST(ReconcileTest, SecretWithoutJoinTokenKeepsWorkersJoining) {
+  World w{Cluster(1)};
+  w.obs.secrets.push_back({{"apiVersion", "v1"},
+                           {"kind", "Secret"},
+                           {"metadata",
+                            {{"name", "demo-token"},
+                             {"namespace", "ml"},
+                             {"ownerReferences", json::array({{{"uid", "uid-1"}, {"controller", true}}})}}},
+                           {"data", {{"token", "b2xk"}}}});
+  auto r = w.Step();
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Secret"), 0);
+  EXPECT_EQ(Count(r, Action::Verb::kPatch, "Secret"), 0);
+  w.Apply(r);
+  const json head = w.Pods("head")[0], worker = w.Pods("worker")[0];
+  EXPECT_EQ(MountedSecretKeys(head), (std::vector<std::string>{"token"}));
+  EXPECT_EQ(Cmd(head).find("--join-token"), std::string::npos) << Cmd(head);  // the head makes its own
+  EXPECT_EQ(MountedSecretKeys(worker), (std::vector<std::string>{"token"}));
+  EXPECT_NE(Cmd(worker).find("--token-file /etc/cohort/secrets/token"), std::string::npos) << Cmd(worker);
+  ExpectNoTokenInCommandOrEnv(head);
+  ExpectNoTokenInCommandOrEnv(worker);
+  EXPECT_TRUE(w.Step().actions.empty());
+
+  // The same when the operator passes no join token for a new Secret.
+  World bare{Cluster(1)};
+  bare.join_token = "";
+  bare.Converge();
+  EXPECT_FALSE(bare.obs.secrets[0]["stringData"].contains("join_token"));
+  EXPECT_EQ(MountedSecretKeys(bare.Pods("worker")[0]), (std::vector<std::string>{"token"}));
+}
+
+TEST(ReconcileTest, TemplateCredentialsAndSecurityContextWin) {
+  World w{Cluster(1)};
+  w.cluster["spec"]["workerGroupSpecs"][0]["startParams"] = {{"join-token-file", "/mnt/join"}};
+  w.cluster["spec"]["headGroupSpec"]["startParams"] = {{"token-file", "/mnt/admin"}};
+  w.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["securityContext"] = {{"fsGroup", 2000}};
+  w.Converge();
+  const std::string hc = Cmd(w.Pods("head")[0]), wc = Cmd(w.Pods("worker")[0]);
+  EXPECT_NE(hc.find("--token-file /mnt/admin"), std::string::npos) << hc;
+  EXPECT_EQ(hc.find("--token-file /etc/cohort"), std::string::npos) << hc;
+  EXPECT_NE(hc.find("--join-token-file /etc/cohort/secrets/join_token"), std::string::npos) << hc;
+  EXPECT_NE(wc.find("--join-token-file /mnt/join"), std::string::npos) << wc;
+  EXPECT_EQ(wc.find("/etc/cohort/secrets/join_token"), std::string::npos) << wc;
+  EXPECT_EQ(w.Pods("worker")[0]["spec"]["securityContext"]["fsGroup"], 2000);
+  EXPECT_FALSE(w.Pods("worker")[0]["spec"]["securityContext"].contains("fsGroupChangePolicy"));
 }
 
 }  // namespace

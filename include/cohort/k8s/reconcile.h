@@ -26,6 +26,21 @@ inline constexpr int kHeadPort = 6380;       // agents' gRPC port ("gcs")
 inline constexpr int kDashboardPort = 8265;  // HTTP API + dashboard
 inline constexpr int kMetricsPort = 8080;    // agents' Prometheus port
 
+// The cluster's Secret (TokenSecretName) holds two keys: kTokenKey, the
+// head's API (admin) token, and kJoinTokenKey, what agents register with.
+// Pods see them only as files of a read-only volume at kSecretsMountPath
+// (mode kSecretsMode; the pod's fsGroup, 1000 unless the template sets one,
+// makes them readable to the image's non-root user), never as environment
+// variables or command-line arguments: the head gets both, workers only the
+// join token. A Secret without kJoinTokenKey (made before join tokens)
+// keeps working: the head makes its own join token and the workers get
+// the admin token file, which the head still accepts from agents (with a
+// warning).
+inline constexpr const char* kTokenKey = "token";
+inline constexpr const char* kJoinTokenKey = "join_token";
+inline constexpr const char* kSecretsMountPath = "/etc/cohort/secrets";
+inline constexpr int kSecretsMode = 0440;
+
 struct Action {
   enum class Verb { kCreate, kDelete, kPatch };
   Verb verb = Verb::kCreate;
@@ -56,7 +71,10 @@ struct Observed {
 
 struct ReconcileOptions {
   std::string now = "1970-01-01T00:00:00Z";  // RFC 3339, for condition times
-  std::string new_token;                      // used only when the Secret must be created
+  // Used only when the Secret must be created: the API token, and the join
+  // token (empty: the Secret gets no join token; see kJoinTokenKey).
+  std::string new_token;
+  std::string new_join_token;
   std::string cluster_domain = "cluster.local";
   std::string default_image = "cohort:latest";
   double default_idle_timeout_s = 60;

@@ -7,6 +7,7 @@
 // the ServerReaderWriter is gone after that (later Send()s return false).
 #include "net/rpc/head_server.h"
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -38,17 +39,36 @@ bool TokensEqual(std::string_view a, std::string_view b) {
 
 }  // namespace
 
-std::string RegistrationRefusal(const Register& reg, std::string_view cluster_token,
-                                uint32_t head_version) {
+AgentCredential ClassifyAgentToken(std::string_view presented, std::string_view join_token,
+                                   std::string_view admin_token) {
+  if (join_token.empty()) return AgentCredential::kNone;
+  // Both comparisons always run: which one matched does not show in the time.
+  const bool join = TokensEqual(presented, join_token);
+  const bool admin = !admin_token.empty() && TokensEqual(presented, admin_token);
+  if (join) return AgentCredential::kJoinToken;
+  return admin ? AgentCredential::kAdminToken : AgentCredential::kWrong;
+}
+
+std::string RegistrationRefusal(const Register& reg, std::string_view join_token,
+                                std::string_view admin_token, uint32_t head_version,
+                                AgentCredential* credential) {
+  if (credential != nullptr) *credential = AgentCredential::kWrong;
   if (reg.protocol_version() != head_version) {
     return ProtocolMismatchReason(reg.protocol_version(), head_version);
   }
-  if (!cluster_token.empty() && !TokensEqual(reg.cluster_token(), cluster_token)) {
-    return reg.cluster_token().empty()
-               ? "the head requires a cluster token; pass the head's token to `cohort start`"
-               : "the cluster token does not match the head's";
-  }
-  return "";
+  const AgentCredential c = ClassifyAgentToken(reg.cluster_token(), join_token, admin_token);
+  if (credential != nullptr) *credential = c;
+  if (c != AgentCredential::kWrong) return "";
+  return reg.cluster_token().empty()
+             ? "the head requires a join token; pass the head's join token (<state-dir>/join_token on "
+               "the head) to `cohort start` with --join-token-file or --join-token"
+             : "the join token does not match the head's; pass the head's join token "
+               "(<state-dir>/join_token on the head) with --join-token-file or --join-token";
+}
+
+std::string RegistrationRefusal(const Register& reg, std::string_view cluster_token,
+                                uint32_t head_version) {
+  return RegistrationRefusal(reg, cluster_token, "", head_version);
 }
 
 void ConfigureHeadServerBuilder(grpc::ServerBuilder* builder) {
@@ -156,8 +176,9 @@ class Service final : public HeadService::Service {
                           "the first message on Connect must be Register");
     }
     const Register& reg = first.registration();
-    std::string refusal =
-        RegistrationRefusal(reg, options_.cluster_token, options_.protocol_version);
+    AgentCredential credential = AgentCredential::kWrong;
+    std::string refusal = RegistrationRefusal(reg, options_.cluster_token, options_.admin_token,
+                                              options_.protocol_version, &credential);
     if (!refusal.empty()) {
       COHORT_LOG(WARN) << "refusing agent " << context->peer() << " (" << reg.hostname()
                        << "): " << refusal;
@@ -166,6 +187,7 @@ class Service final : public HeadService::Service {
       stream->Write(reply);
       return grpc::Status(grpc::StatusCode::FAILED_PRECONDITION, refusal);
     }
+    if (credential == AgentCredential::kAdminToken) WarnAdminTokenOnce(*context, reg.hostname());
 
     auto session = std::make_shared<Session>(context, stream);
     if (!Track(session.get())) {
@@ -197,11 +219,13 @@ class Service final : public HeadService::Service {
 
   grpc::Status GetPackage(grpc::ServerContext* context, const GetPackageRequest* request,
                           grpc::ServerWriter<PackageChunk>* writer) override {
-    if (!options_.cluster_token.empty() &&
-        !TokensEqual(request->cluster_token(), options_.cluster_token)) {
+    const AgentCredential credential =
+        ClassifyAgentToken(request->cluster_token(), options_.cluster_token, options_.admin_token);
+    if (credential == AgentCredential::kWrong) {
       return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                          "the cluster token does not match the head's");
+                          "the join token does not match the head's");
     }
+    if (credential == AgentCredential::kAdminToken) WarnAdminTokenOnce(*context, "");
     std::string bytes;
     Status s = handler_->GetPackage(*request, &bytes);
     if (!s.ok()) return ToGrpcStatus(s);
@@ -227,6 +251,17 @@ class Service final : public HeadService::Service {
   }
 
  private:
+  // Agents should hold the join token only; one that joins with the admin
+  // token says where to look, once per server (not per reconnect).
+  void WarnAdminTokenOnce(const grpc::ServerContext& context, const std::string& hostname) {
+    if (warned_admin_token_.exchange(true)) return;
+    COHORT_LOG(WARN) << "agent " << context.peer() << (hostname.empty() ? "" : " (" + hostname + ")")
+                     << " authenticated with the head's API (admin) token; give agents the join token "
+                        "instead (<state-dir>/join_token; `cohort start --address ... --join-token-file "
+                        "PATH`): the admin token is accepted from agents for compatibility only. "
+                        "This warning is logged once.";
+  }
+
   bool Track(Session* s) {
     std::lock_guard<std::mutex> lock(mu_);
     if (shutting_down_) return false;
@@ -243,6 +278,7 @@ class Service final : public HeadService::Service {
   std::mutex mu_;
   std::set<Session*> sessions_;  // GUARDED_BY(mu_)
   bool shutting_down_ = false;   // GUARDED_BY(mu_)
+  std::atomic<bool> warned_admin_token_{false};
 };
 
 class GrpcHeadRpcServer final : public HeadRpcServer {

@@ -7,7 +7,8 @@
 //     answers their pings with GOAWAY "too_many_pings" and drops the stream).
 //  2. On Connect: read the first AgentMessage; it must be `registration`.
 //     Refuse with HeadMessage.refused{reason = RegistrationRefusal(...)} when
-//     that is non-empty (wrong protocol version, wrong token) and end the
+//     that is non-empty (wrong protocol version, a token that is neither the
+//     join token nor, for compatibility, the admin token) and end the
 //     stream. Otherwise answer `registered{node_id, heartbeat_interval_ms}`
 //     (echo the agent's node_id, or assign one when it is empty), mark the
 //     node ALIVE with Register.resources, and re-attach
@@ -21,7 +22,7 @@
 //     agent may re-register within the timeout.
 //  4. Send StartWorker / StopWorkers on the node's stream (one writer at a
 //     time per stream).
-//  5. Serve GetPackage: check the token, stream the zip in chunks of at most
+//  5. Serve GetPackage: check the token (as for registration), stream the zip in chunks of at most
 //     1 MiB, NOT_FOUND "Package gcs://<name> does not exist" when unknown.
 //
 // HeadRpcServer below does 1, 2 (the version and token checks), 3 (the
@@ -60,6 +61,28 @@ std::string ProtocolMismatchReason(uint32_t agent_version, uint32_t head_version
 // holding `cluster_token` (empty: no token required); otherwise why not.
 std::string RegistrationRefusal(const Register& reg, std::string_view cluster_token,
                                 uint32_t head_version = kProtocolVersion);
+
+// Which of the head's secrets an agent presented.
+enum class AgentCredential {
+  kNone,        // the head requires none (auth off)
+  kJoinToken,   // the agents' join token: the normal case
+  kAdminToken,  // the API (admin) token: accepted for agents set up before join tokens
+  kWrong,       // neither: refused
+};
+
+// Classifies `presented` against the head's `join_token` (empty: no token
+// required) and `admin_token` (empty: not accepted from agents). Constant
+// time in the tokens' contents.
+AgentCredential ClassifyAgentToken(std::string_view presented, std::string_view join_token,
+                                   std::string_view admin_token);
+
+// As above, for a head that accepts `join_token` and, for compatibility,
+// `admin_token` (see HeadRpcServer::Options); `*credential` (when not null)
+// says which one `reg` presented. The refusal for a wrong token names the
+// join token and the flags that pass it.
+std::string RegistrationRefusal(const Register& reg, std::string_view join_token,
+                                std::string_view admin_token, uint32_t head_version,
+                                AgentCredential* credential = nullptr);
 
 // Keepalive settings that match the agents' (agent_client.cc): permit their
 // pings, and ping them every 10 s so the head notices a vanished machine.
@@ -104,7 +127,14 @@ class HeadRpcServer {
  public:
   struct Options {
     std::string listen_address = "0.0.0.0:0";  // "host:port"; port 0 picks one
-    std::string cluster_token;                 // empty: agents need none
+    // The join token agents register and fetch packages with; empty: agents
+    // need none (and admin_token is ignored).
+    std::string cluster_token;
+    // The head's API (admin) token, still accepted from agents so that
+    // deployments from before join tokens keep working; the first agent that
+    // presents it gets a WARN in the head's log (once per server). Empty:
+    // only cluster_token is accepted. Never the same as cluster_token.
+    std::string admin_token;
     uint32_t protocol_version = kProtocolVersion;  // tests pretend to be another version
   };
 
