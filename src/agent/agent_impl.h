@@ -32,7 +32,7 @@
 
 #include "cohort.pb.h"
 #include "cohort/agent/agent.h"
-#include "net/rpc/agent_client.h"
+#include "cohort/rpc/agent_client.h"
 #include "outbox.h"
 #include "supervisor.h"
 

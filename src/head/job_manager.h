@@ -43,7 +43,7 @@
 #include "job_tokens.h"
 #include "log_writer.h"
 #include "metrics_ingest.h"
-#include "net/rpc/head_server.h"
+#include "cohort/rpc/head_server.h"
 #include "node_table.h"
 #include "package_store.h"
 #include "results_finalizer.h"

@@ -19,7 +19,7 @@
 #include "cohort/jobs/resources.h"
 #include "cohort/scheduler/scheduler.h"
 #include "event_log.h"
-#include "net/rpc/head_server.h"
+#include "cohort/rpc/head_server.h"
 #include "state_writer.h"
 
 namespace cohort::head {

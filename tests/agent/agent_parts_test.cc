@@ -9,7 +9,7 @@
 
 #include <gtest/gtest.h>
 
-#include "net/rpc/head_server.h"
+#include "cohort/rpc/head_server.h"
 #include "node_info.h"
 #include "outbox.h"
 

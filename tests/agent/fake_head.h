@@ -25,7 +25,7 @@
 #include <vector>
 
 #include "cohort.pb.h"
-#include "net/rpc/head_server.h"
+#include "cohort/rpc/head_server.h"
 
 namespace cohort::testing {
 

@@ -18,7 +18,7 @@ fi
 status=0
 for f in "$src"/src/head/*.cc; do
   if ! "$cxx" -std=c++20 -fsyntax-only -Wthread-safety -Wthread-safety-beta -Werror=thread-safety \
-      -Wno-unknown-warning-option -I"$src/include" -I"$src/src" -I"$src/src/head" -I"$build/proto" \
+      -Wno-unknown-warning-option -I"$src/include" -I"$src/src/head" -I"$build/proto" \
       -DCOHORT_PYTHON_DIR='""' "$f"; then
     echo "FAILED: $f"
     status=1

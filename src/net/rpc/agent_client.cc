@@ -6,7 +6,7 @@
 // for the channel to be READY in 100 ms slices, so a Stop() of the agent
 // interrupts it promptly, then opens the stream without wait_for_ready (a
 // channel that fails later fails the stream at once).
-#include "net/rpc/agent_client.h"
+#include "cohort/rpc/agent_client.h"
 
 #include <algorithm>
 #include <chrono>
@@ -16,7 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "cohort.grpc.pb.h"
-#include "net/rpc/grpc_status.h"
+#include "grpc_status.h"
 
 namespace cohort::rpc {
 namespace {

@@ -1,5 +1,5 @@
 // Status mapping; see grpc_status.h.
-#include "net/rpc/grpc_status.h"
+#include "grpc_status.h"
 
 #include <string>
 

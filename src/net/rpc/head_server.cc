@@ -5,7 +5,7 @@
 // reader and one writer at a time). The Session outlives neither: Connect()
 // joins the writer and marks the Session closed before it returns, because
 // the ServerReaderWriter is gone after that (later Send()s return false).
-#include "net/rpc/head_server.h"
+#include "cohort/rpc/head_server.h"
 
 #include <atomic>
 #include <condition_variable>
@@ -18,7 +18,7 @@
 
 #include "cohort.grpc.pb.h"
 #include "cohort/common/logging.h"
-#include "net/rpc/grpc_status.h"
+#include "grpc_status.h"
 
 namespace cohort::rpc {
 
