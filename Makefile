@@ -3,7 +3,7 @@ BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
 
-.PHONY: setup configure build run test bench clean
+.PHONY: setup configure build run test bench fuzz clean
 
 setup:
 	@scripts/setup
@@ -32,6 +32,16 @@ bench: build
 	bench/train.sh
 	bench/control_plane.sh
 	bench/storage.sh
+	bench/chaos.sh
+
+# The libFuzzer targets (fuzz/, docs/fuzzing.md), each for FUZZ_SECONDS, in a
+# separate clang tree ($(BUILD_DIR)/fuzz). FUZZ_TARGETS= picks some; new inputs
+# stay in the build tree unless FUZZ_MERGE=1 merges them into fuzz/corpus/.
+FUZZ_SECONDS ?= 300
+FUZZ_TARGETS ?=
+FUZZ_MERGE ?=
+fuzz: setup
+	COHORT_FUZZ_BUILD_DIR=$(CURDIR)/$(BUILD_DIR)/fuzz fuzz/run.sh $(if $(FUZZ_MERGE),--merge) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
 	rm -rf $(BUILD_DIR) $(BUILD_DIR).configure.log
