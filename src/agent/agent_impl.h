@@ -123,7 +123,7 @@ class Agent::Impl {
   rpc::HeadStream* current_stream_ = nullptr;  // GUARDED_BY(state_mu_)
 
   // Preparation.
-  std::mutex prep_mu_;
+  mutable std::mutex prep_mu_;
   std::condition_variable prep_cv_;
   std::deque<PrepItem> prep_queue_;        // GUARDED_BY(prep_mu_)
   std::optional<WorkerKey> prep_current_;  // GUARDED_BY(prep_mu_)

@@ -15,11 +15,20 @@ Outbox::Entry Outbox::MakeEntry(rpc::AgentMessage msg) {
 
 void Outbox::Push(rpc::AgentMessage msg) {
   std::lock_guard<std::mutex> lock(mu_);
+  if (msg.has_worker_exited()) {
+    recent_exits_.push_back(msg.worker_exited());
+    while (recent_exits_.size() > kMaxRecentExits) recent_exits_.pop_front();
+  }
   Entry e = MakeEntry(std::move(msg));
   if (e.droppable) droppable_bytes_ += e.bytes;
   queue_.push_back(std::move(e));
   TrimLocked();
   cv_.notify_all();
+}
+
+std::vector<rpc::WorkerExited> Outbox::RecentExits() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return {recent_exits_.begin(), recent_exits_.end()};
 }
 
 void Outbox::PushFront(rpc::AgentMessage msg) {

@@ -19,6 +19,7 @@
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <vector>
 
 #include "cohort.pb.h"
 #include "cohort/common/deadline.h"
@@ -45,6 +46,11 @@ class Outbox {
   size_t size() const;
   // Droppable messages dropped for lack of room so far.
   uint64_t dropped() const;
+  // The last kMaxRecentExits WorkerExited messages pushed, oldest first: sent
+  // again at every registration, so an exit the head never received is not
+  // lost when its stream or the head dies.
+  static constexpr size_t kMaxRecentExits = 1024;
+  std::vector<rpc::WorkerExited> RecentExits() const;
 
  private:
   struct Entry {
@@ -62,6 +68,7 @@ class Outbox {
   size_t droppable_bytes_ = 0;  // GUARDED_BY(mu_)
   uint64_t dropped_ = 0;        // GUARDED_BY(mu_)
   bool interrupted_ = false;    // GUARDED_BY(mu_)
+  std::deque<rpc::WorkerExited> recent_exits_;  // GUARDED_BY(mu_)
 };
 
 }  // namespace cohort::agent

@@ -237,9 +237,22 @@ rpc::AgentMessage Agent::Impl::BuildRegister() const {
   reg->set_address(address_);
   for (const auto& [name, amount] : resources_) (*reg->mutable_resources())[name] = amount;
   for (const auto& [k, v] : options_.labels) (*reg->mutable_labels())[k] = v;
-  for (rpc::RunningWorker& w : supervisor_->Snapshot().workers) {
-    *reg->add_running_workers() = std::move(w);
+  {
+    // Under prep_mu_ (a prepared worker moves to the supervisor under it), so
+    // a worker is either running or still accepted-and-preparing here, never
+    // neither.
+    std::lock_guard<std::mutex> lock(prep_mu_);
+    for (rpc::RunningWorker& w : supervisor_->Snapshot().workers) *reg->add_running_workers() = std::move(w);
+    auto add = [&](const WorkerKey& key) {
+      rpc::RunningWorker* w = reg->add_running_workers();
+      w->set_job_id(key.job_id);
+      w->set_attempt(key.attempt);
+      w->set_rank(key.rank);
+    };
+    if (prep_current_) add(*prep_current_);
+    for (const PrepItem& item : prep_queue_) add(item.key);
   }
+  for (rpc::WorkerExited& e : outbox_.RecentExits()) *reg->add_recent_exits() = std::move(e);
   return msg;
 }
 

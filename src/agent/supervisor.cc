@@ -157,6 +157,10 @@ void Supervisor::Post(Command command) {
 }
 
 void Supervisor::Spawn(SpawnRequest request) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    pending_spawns_.push_back(request.key);
+  }
   Command c;
   c.kind = Command::kSpawn;
   c.spawn = std::move(request);
@@ -205,7 +209,15 @@ void Supervisor::Shutdown(bool kill, std::chrono::milliseconds grace) {
 
 SupervisorSnapshot Supervisor::Snapshot() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return snapshot_;
+  SupervisorSnapshot s = snapshot_;
+  for (const WorkerKey& key : pending_spawns_) {
+    rpc::RunningWorker rw;
+    rw.set_job_id(key.job_id);
+    rw.set_attempt(key.attempt);
+    rw.set_rank(key.rank);
+    s.workers.push_back(std::move(rw));
+  }
+  return s;
 }
 
 size_t Supervisor::num_running() const {
@@ -390,6 +402,12 @@ bool Supervisor::SetUpReportChannel(Worker& w, const std::string& scratch_dir) {
 }
 
 void Supervisor::DoSpawn(SpawnRequest req) {
+  {
+    // From here on the worker is in workers_ (published below) or has an
+    // exit in the outbox (NeverStarted).
+    std::lock_guard<std::mutex> lock(mu_);
+    std::erase(pending_spawns_, req.key);
+  }
   if (workers_.count(req.key) != 0) {
     COHORT_LOG(WARN) << "agent: worker " << req.key.ToString()
                      << " is already running; ignoring a second StartWorker";

@@ -144,6 +144,9 @@ class Supervisor {
   mutable std::mutex mu_;
   std::deque<Command> commands_;  // GUARDED_BY(mu_)
   SupervisorSnapshot snapshot_;   // GUARDED_BY(mu_)
+  // Spawn() requests not yet taken by the supervisor thread: listed by
+  // Snapshot() as running (pid 0), so a registration never misses them.
+  std::vector<WorkerKey> pending_spawns_;  // GUARDED_BY(mu_)
   bool shutdown_requested_ = false;  // GUARDED_BY(mu_)
 
   // Supervisor thread only (and Shutdown() after the thread ended).

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <filesystem>
 #include <random>
+#include <tuple>
 
 #include "cohort/common/json.h"
 #include "cohort/common/logging.h"
@@ -163,6 +164,11 @@ void JobManager::ReleasePort(Job& job) {
 // Agents
 
 void JobManager::OnRegistered(const Node& node, const rpc::Register& reg) {
+  // Exits the head may have missed (sent on a stream that broke, or to a
+  // head that was killed): applied like any WorkerExited, idempotently.
+  for (const auto& exit : reg.recent_exits()) OnWorkerExited(node.node_id, exit);
+  std::set<std::tuple<std::string, int, int>> listed;
+  for (const auto& rw : reg.running_workers()) listed.emplace(rw.job_id(), rw.attempt(), rw.rank());
   for (const auto& rw : reg.running_workers()) {
     Job* job = Find(rw.job_id());
     const bool wanted = job != nullptr && job->record.status == JobStatus::kRunning &&
@@ -184,6 +190,34 @@ void JobManager::OnRegistered(const Node& node, const rpc::Register& reg) {
       stop.mutable_stop_workers()->set_attempt(rw.attempt());
       stop.mutable_stop_workers()->set_grace_ms(static_cast<uint32_t>(d_.options.stop_grace.count()));
       d_.nodes->Send(node.node_id, stop);
+    }
+  }
+  // A worker placed here that the agent neither runs, nor prepares, nor saw
+  // exit is gone: the agent restarted without it, or never received its
+  // start. Without this its job would stay RUNNING forever (the node itself
+  // is alive, so no timeout fires).
+  for (const auto& id : job_order_) {
+    Job& job = jobs_[id];
+    if (job.record.status != JobStatus::kRunning || job.finalizing) continue;
+    for (size_t r = 0; r < job.workers.size(); ++r) {
+      Worker& w = job.workers[r];
+      if (w.node_id != node.node_id || w.exited ||
+          listed.count({id, job.record.attempt, static_cast<int>(r)}))
+        continue;
+      if (job.record.stop_requested) {
+        w.live = false;
+        w.exited = true;
+        bool all = true;
+        for (const auto& x : job.workers) all = all && x.exited;
+        if (all) FinishStopped(job);
+        continue;
+      }
+      FailAttempt(job,
+                  "rank " + std::to_string(r) + " on node " + node.node_id +
+                      " is gone: its agent re-registered without it (the agent restarted, or never "
+                      "received the start)",
+                  std::nullopt);
+      break;
     }
   }
 }

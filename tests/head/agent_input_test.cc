@@ -101,3 +101,70 @@ TEST_F(AgentInputTest, AStartMessageOverTheAgentsLimitIsRefusedNotSentForever) {
 
 }  // namespace
 }  // namespace cohort::head
+
+namespace cohort::head {
+namespace {
+
+using json = nlohmann::json;
+using testing::FakeSession;
+using ReregistrationTest = testing::ClusterFixture;
+
+rpc::Register Reg(const std::string& node, double cpus) {
+  rpc::Register reg;
+  reg.set_node_id(node);
+  reg.set_address("10.0.0.9");
+  (*reg.mutable_resources())["CPU"] = cpus;
+  return reg;
+}
+
+TEST_F(ReregistrationTest, AWorkerItsRestartedAgentNoLongerRunsFailsTheAttemptInsteadOfHanging) {
+  auto a = Join("node-a", 1);
+  auto b = Join("node-b", 1);
+  const std::string id = Submit({{"entrypoint", "train"},
+                                 {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"CPU", 1}}}}},
+                                 {"failure", {{"max_failures", 1}}}});
+  ASSERT_EQ(Details(id)["status"], "RUNNING");
+  const std::string node0 = Details(id)["workers"][0]["node_id"];
+  const std::string node1 = node0 == "node-a" ? "node-b" : "node-a";
+  FakeSession& s0 = node0 == "node-a" ? *a : *b;
+  Exit(s0, id, 0, 0, 0);  // rank 0 finished
+  // rank 1's agent is killed and restarted: it re-registers at once, running nothing.
+  auto fresh = std::make_shared<FakeSession>(node1);
+  ASSERT_TRUE(cluster_->OnRegister(Reg(node1, 1), fresh).has_registered());
+  const json d = Details(id);
+  EXPECT_EQ(d["status"], "PENDING") << d.dump();  // restarting, not RUNNING forever
+  EXPECT_NE(d["message"].get<std::string>().find("re-registered without it"), std::string::npos) << d["message"];
+}
+
+TEST_F(ReregistrationTest, AnExitTheHeadMissedArrivesWithTheNextRegistration) {
+  auto a = Join("node-a", 1);
+  const std::string id = Submit({{"entrypoint", "train"}});
+  ASSERT_EQ(Details(id)["status"], "RUNNING");
+  Open();  // the head was killed; the worker's exit was on the dying stream
+  auto fresh = std::make_shared<FakeSession>("node-a");
+  rpc::Register reg = Reg("node-a", 1);
+  auto* e = reg.add_recent_exits();
+  e->set_job_id(id);
+  e->set_attempt(0);
+  e->set_rank(0);
+  e->set_exit_code(0);
+  ASSERT_TRUE(cluster_->OnRegister(reg, fresh).has_registered());
+  EXPECT_EQ(Details(id)["status"], "SUCCEEDED");
+  // Sent again at a later registration: nothing changes.
+  ASSERT_TRUE(cluster_->OnRegister(reg, std::make_shared<FakeSession>("node-a")).has_registered());
+  EXPECT_EQ(Details(id)["status"], "SUCCEEDED");
+}
+
+TEST_F(ReregistrationTest, AWorkerStillBeingPreparedIsNotGone) {
+  auto a = Join("node-a", 1);
+  const std::string id = Submit({{"entrypoint", "train"}});
+  rpc::Register reg = Reg("node-a", 1);
+  auto* rw = reg.add_running_workers();  // listed without a pid: accepted, preparing
+  rw->set_job_id(id);
+  rw->set_rank(0);
+  ASSERT_TRUE(cluster_->OnRegister(reg, std::make_shared<FakeSession>("node-a")).has_registered());
+  EXPECT_EQ(Details(id)["status"], "RUNNING");
+}
+
+}  // namespace
+}  // namespace cohort::head
