@@ -2,9 +2,11 @@
 // Directory handling (temp dir, atomic commit, newest complete) is torch-free
 // in src/train/checkpoint_dir.cc; this file only (de)serialises tensors.
 #include <filesystem>
+#include <sstream>
 
 #include <nlohmann/json.hpp>
 
+#include "cohort/common/atomic_file.h"
 #include "cohort/train/checkpoint_dir.h"
 #include "cohort/train/remote_checkpoint.h"
 #include "cohort/train/torch.h"
@@ -17,12 +19,9 @@ namespace fs = std::filesystem;
 Status SaveModelTo(const std::string& path, torch::nn::Module& module) {
   torch::serialize::OutputArchive archive;
   module.save(archive);
-  const std::string tmp = path + ".tmp";
-  archive.save_to(tmp);
-  std::error_code ec;
-  fs::rename(tmp, path, ec);
-  if (ec) return Status::IoError("rename " + tmp + " -> " + path + ": " + ec.message());
-  return Status::Ok();
+  std::ostringstream bytes;
+  archive.save_to(bytes);
+  return WriteFileAtomically(path, bytes.str());
 }
 
 // A private local directory for staging uploads and downloads; removed on scope exit.
