@@ -104,7 +104,9 @@ Status JobManager::Recover(StateStore* store) {
       }
     }
     job_order_.push_back(id);
+    job.seq = next_seq_++;
     if (job.record.status == JobStatus::kRunning) placed_.insert(id);
+    if (job.record.status == JobStatus::kPending) MarkPending(job);
     jobs_[id] = std::move(job);
   }
   if (!jobs_.empty()) COHORT_LOG(INFO) << "recovered " << jobs_.size() << " job(s) from " << store->path();
@@ -196,8 +198,11 @@ void JobManager::OnRegistered(const Node& node, const rpc::Register& reg) {
   // exit is gone: the agent restarted without it, or never received its
   // start. Without this its job would stay RUNNING forever (the node itself
   // is alive, so no timeout fires).
-  for (const auto& id : job_order_) {
-    Job& job = jobs_[id];
+  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
+  for (const auto& id : running) {
+    Job* found = Find(id);
+    if (found == nullptr) continue;
+    Job& job = *found;
     if (job.record.status != JobStatus::kRunning || job.finalizing) continue;
     for (size_t r = 0; r < job.workers.size(); ++r) {
       Worker& w = job.workers[r];
@@ -362,8 +367,11 @@ bool JobManager::IsTerminalForMetrics(const std::string& id, bool* known) const 
 void JobManager::OnNodeDead(const std::string& node_id, const std::string& why) {
   const Node* node = d_.nodes->Find(node_id);
   const std::string address = node ? node->address : "";
-  for (auto& id : job_order_) {
-    Job& job = jobs_[id];
+  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
+  for (const auto& id : running) {
+    Job* found = Find(id);
+    if (found == nullptr) continue;
+    Job& job = *found;
     if (job.record.status != JobStatus::kRunning) continue;
     for (size_t r = 0; r < job.workers.size(); ++r) {
       if (job.workers[r].node_id == node_id && !job.workers[r].exited) {
@@ -420,6 +428,7 @@ void JobManager::FailAttempt(Job& job, const std::string& cause, std::optional<i
     ++job_restarts_;
     job.pending_since_ms = now;
     job.workers.clear();
+    MarkPending(job);
     AppendLog(id, "cohort: " + msg + "\n");
     Persist(job, msg);
     return;
@@ -504,11 +513,20 @@ std::map<std::string, jobs::Resources> JobManager::Used() {
 void JobManager::TrySchedule() {
   // One snapshot for the pass, taken again only after a placement.
   std::optional<std::vector<scheduler::NodeSnapshot>> nodes;
-  for (const auto& id : job_order_) {
-    Job& job = jobs_[id];
-    if (job.record.status != JobStatus::kPending || job.record.stop_requested) continue;
+  for (auto it = pending_.begin(); it != pending_.end();) {
+    Job* job = Find(it->second);
+    if (job == nullptr || job->seq != it->first || job->record.status != JobStatus::kPending ||
+        job->record.stop_requested) {
+      it = pending_.erase(it);
+      continue;
+    }
     if (!nodes) nodes = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
-    if (TryPlace(job, *nodes)) nodes.reset();
+    if (TryPlace(*job, *nodes)) {
+      nodes.reset();
+      it = pending_.erase(it);
+    } else {
+      ++it;
+    }
   }
 }
 
@@ -710,8 +728,11 @@ void JobManager::ObservePlacement(const Job& job) {
 void JobManager::Tick() {
   const auto now = d_.clock->Now();
   for (const auto& outcome : d_.finalizer->Take()) FinishListing(outcome);
-  for (const auto& id : job_order_) {
-    Job& job = jobs_[id];
+  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
+  for (const auto& id : running) {
+    Job* found = Find(id);
+    if (found == nullptr) continue;
+    Job& job = *found;
     if (job.record.status != JobStatus::kRunning) continue;
     if (job.stop_deadline && now > *job.stop_deadline) {
       FinishStopped(job);
@@ -779,6 +800,7 @@ Result<std::string> JobManager::Submit(std::string_view body) {
   if (auto it = env_vars.find("COHORT_CHECKPOINT_DIR"); it != env_vars.end()) job.checkpoint_dir = it->second;
   // No directory is made here: the trainer creates its checkpoint and
   // results directories when it writes them (keeps submit cheap).
+  job.seq = next_seq_++;
   Job& stored = jobs_[id] = std::move(job);
   job_order_.push_back(id);
   ++jobs_submitted_;
@@ -790,7 +812,7 @@ Result<std::string> JobManager::Submit(std::string_view body) {
     return d_.state->failure();
   }
   COHORT_LOG(INFO) << "job=" << id << " submitted";
-  TryPlace(stored, d_.nodes->Snapshot(Used(), d_.options.head_node_id));
+  if (!TryPlace(stored, d_.nodes->Snapshot(Used(), d_.options.head_node_id))) MarkPending(stored);
   return id;
 }
 
@@ -871,8 +893,10 @@ JobManager::json JobManager::ClusterStatus() {
                      {"last_heartbeat_ms", n ? n->last_seen_ms : 0}});
   }
   json pending = json::array();
-  for (const auto& id : job_order_) {
-    const Job& job = jobs_.at(id);
+  for (const auto& [seq, id] : pending_) {
+    const Job* found = Find(id);
+    if (found == nullptr || found->seq != seq) continue;
+    const Job& job = *found;
     if (job.record.status != JobStatus::kPending) continue;
     json bundles = json::array();
     if (job.record.spec.scaling)

@@ -125,6 +125,7 @@ class JobManager {
     std::string checkpoint_dir, results_dir;
     bool finalizing = false;  // every worker succeeded; results are being listed
     int64_t pending_since_ms = 0;
+    uint64_t seq = 0;  // submission order (recovery keeps the stored order)
   };
 
   Job* Find(const std::string& id);
@@ -148,7 +149,12 @@ class JobManager {
 
   const JobManagerDeps d_;
   std::map<std::string, Job> jobs_;
-  std::vector<std::string> job_order_;  // submission order
+  std::vector<std::string> job_order_;  // submission order (the list API)
+  // PENDING jobs by submission order (a superset: entries of jobs that left
+  // PENDING are dropped when met), so scheduling never walks finished jobs.
+  std::map<uint64_t, std::string> pending_;
+  uint64_t next_seq_ = 1;
+  void MarkPending(const Job& job) { pending_.emplace(job.seq, job.record.spec.submission_id); }
   std::set<int> ports_in_use_;
   // Jobs that may hold live workers (a superset; Used() prunes it). Workers
   // turn live only in StartWorkers and on re-attach of recovered jobs.
