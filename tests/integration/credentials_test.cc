@@ -55,7 +55,9 @@ TEST(CredentialsIntegrationTest, AgentsJoinWithTheJoinTokenWhichTheApiRefuses) {
   EXPECT_EQ(fs::status(c.join_token_file()).permissions() & fs::perms::all,
             fs::perms::owner_read | fs::perms::owner_write);
   // The start message says where both secrets are, and holds neither.
-  const std::string started = ReadFile(c.dir() + "/head.log");
+  // The message is printed as the head starts serving: wait for all of it.
+  std::string started;
+  WaitFor([&] { return Contains(started = ReadFile(c.dir() + "/head.log"), "Press Ctrl-C"); }, 10s, 20ms);
   EXPECT_TRUE(Contains(started, "API token:          " + c.head_state() + "/token")) << started;
   EXPECT_TRUE(Contains(started, "Join token:         " + c.join_token_file())) << started;
   EXPECT_TRUE(Contains(started, "--join-token-file " + c.join_token_file())) << started;
@@ -216,7 +218,9 @@ TEST(CredentialsIntegrationTest, TheHeadTakesItsTokensFromFiles) {
   WriteFile(join, "join-secret-9876543210\n");
   ASSERT_TRUE(c.StartHead({"--token-file", admin, "--join-token-file", join}));
   EXPECT_FALSE(fs::exists(c.head_state() + "/join_token"));  // given, not created
-  const std::string started = ReadFile(c.dir() + "/head.log");
+  // The message is printed as the head starts serving: wait for all of it.
+  std::string started;
+  WaitFor([&] { return Contains(started = ReadFile(c.dir() + "/head.log"), "Press Ctrl-C"); }, 10s, 20ms);
   EXPECT_TRUE(Contains(started, "API token:          " + admin)) << started;
   EXPECT_TRUE(Contains(started, "Join token:         " + join)) << started;
   EXPECT_EQ(Http("GET", c.url() + "/api/jobs/", "", "admin-secret-0123456789").status, 200);
