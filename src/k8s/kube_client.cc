@@ -7,12 +7,15 @@
 #include <cstdlib>
 #include <ctime>
 #include <fstream>
+#include <optional>
 #include <random>
 #include <sstream>
 #include <thread>
 
 #include "cohort/common/logging.h"
 #include "cohort/net/http_client.h"
+#include "json_fields.h"
+#include "watch_line.h"
 
 namespace cohort::k8s {
 namespace {
@@ -89,6 +92,50 @@ std::string TransportCause(const Status& status, const net::HttpTransportError& 
 
 }  // namespace
 
+WatchLine DecodeWatchLine(const std::string& line, const std::string& what) noexcept {
+  WatchLine out;
+  try {
+    if (line.find_first_not_of(" \t\r\n") == std::string::npos) return out;  // kBlank
+    out.kind = WatchLine::Kind::kEnd;
+    json j = json::parse(line, nullptr, /*allow_exceptions=*/false);
+    if (j.is_discarded()) {
+      out.status = Status::Internal(what + ": bad event line: not JSON");
+      return out;
+    }
+    const json& type = fields::Field(j, "type");
+    const json& object = fields::Field(j, "object");
+    if (!type.is_string()) {
+      out.status = Status::Internal(what + ": bad event line: no type");
+      return out;
+    }
+    if (type.get<std::string>() == "ERROR") {
+      if (!object.is_object()) {
+        out.status = Status::Internal(what + ": ERROR event without a Status object: " +
+                                      object.dump(-1, ' ', false, json::error_handler_t::replace));
+        return out;
+      }
+      const long long code = fields::Int(object, "code", 500, 100, 599);
+      out.status = ApiError(code, object.dump(-1, ' ', false, json::error_handler_t::replace), what);
+      return out;
+    }
+    if (!object.is_object()) {
+      out.status = Status::Internal(what + ": bad event line: the " + type.get<std::string>() + " event's object is " +
+                                    object.type_name());
+      return out;
+    }
+    out.kind = WatchLine::Kind::kEvent;
+    out.event.type = type.get<std::string>();
+    out.event.object = object;
+  } catch (const std::exception& e) {  // bad_alloc
+    out.kind = WatchLine::Kind::kEnd;
+    out.status = Status::Internal(what + ": decoding an event: " + e.what());
+  } catch (...) {
+    out.kind = WatchLine::Kind::kEnd;
+    out.status = Status::Internal(what + ": decoding an event failed");
+  }
+  return out;
+}
+
 bool IsGone(const Status& s) { return s.code() == StatusCode::kFailedPrecondition && s.message().rfind("gone:", 0) == 0; }
 bool IsConflict(const Status& s) {
   return s.code() == StatusCode::kFailedPrecondition && s.message().rfind("conflict:", 0) == 0;
@@ -120,49 +167,129 @@ Result<KubeConfig> InClusterConfig(const std::string& sa_dir) {
   return c;
 }
 
+namespace {
+
+// Reads kubeconfig fields with their types checked: yaml-cpp throws on a
+// subscript of a scalar and on a conversion of a mapping or list
+// (YAML::BadConversion), so every read goes through this. An absent or null
+// field is "not there"; a field of the wrong type sets `error` (the first one).
+struct KubeconfigReader {
+  std::string error;
+
+  static const char* Kind(const YAML::Node& n) {
+    return n.IsMap() ? "mapping" : n.IsSequence() ? "list" : n.IsScalar() ? "scalar" : "null";
+  }
+  // map[key] when `map` is a mapping holding the (scalar) key with a non-null value.
+  static std::optional<YAML::Node> Field(const YAML::Node& map, const std::string& key) {
+    if (!map.IsMap()) return std::nullopt;
+    for (const auto& kv : map)
+      if (kv.first.IsScalar() && kv.first.Scalar() == key) {
+        if (!kv.second.IsDefined() || kv.second.IsNull()) return std::nullopt;
+        return kv.second;
+      }
+    return std::nullopt;
+  }
+  void Fail(const std::string& what) {
+    if (error.empty()) error = what;
+  }
+  std::string String(const YAML::Node& map, const char* key, const std::string& where, const std::string& def = "") {
+    auto v = Field(map, key);
+    if (!v) return def;
+    if (!v->IsScalar()) {
+      Fail(where + key + " must be a string, not a " + Kind(*v));
+      return def;
+    }
+    return v->Scalar();
+  }
+  bool Bool(const YAML::Node& map, const char* key, const std::string& where, bool def) {
+    auto v = Field(map, key);
+    if (!v) return def;
+    bool b = def;
+    if (!YAML::convert<bool>::decode(*v, b)) Fail(where + key + " must be true or false");
+    return b;
+  }
+  // map[key] as a mapping (an empty node when absent).
+  YAML::Node Map(const YAML::Node& map, const char* key, const std::string& where) {
+    auto v = Field(map, key);
+    if (!v) return YAML::Node();
+    if (!v->IsMap()) {
+      Fail(where + key + " must be a mapping, not a " + Kind(*v));
+      return YAML::Node();
+    }
+    return *v;
+  }
+  // The first mapping in the list root[list] whose name is `name`.
+  std::optional<YAML::Node> Named(const YAML::Node& root, const char* list, const std::string& name) {
+    auto items = Field(root, list);
+    if (!items) return std::nullopt;
+    if (!items->IsSequence()) {
+      Fail(std::string(list) + " must be a list, not a " + Kind(*items));
+      return std::nullopt;
+    }
+    for (const auto& item : *items) {
+      auto n = Field(item, "name");
+      if (n && n->IsScalar() && n->Scalar() == name) return YAML::Node(item);
+    }
+    return std::nullopt;
+  }
+};
+
+}  // namespace
+
 Result<KubeConfig> LoadKubeconfig(const std::string& path, const std::string& context) {
-  YAML::Node root;
+  auto invalid = [&](const std::string& what) { return Status::InvalidArgument("kubeconfig " + path + ": " + what); };
   try {
-    root = YAML::LoadFile(path);
-  } catch (const std::exception& e) {
-    return Status::InvalidArgument("kubeconfig " + path + ": " + e.what());
+    YAML::Node root;
+    try {
+      root = YAML::LoadFile(path);
+    } catch (const std::exception& e) {
+      return invalid(e.what());
+    }
+    if (!root.IsMap() && !root.IsNull()) return invalid(std::string("not a mapping but a ") + KubeconfigReader::Kind(root));
+    KubeconfigReader r;
+    std::string ctx_name = context.empty() ? r.String(root, "current-context", "") : context;
+    std::optional<YAML::Node> ctx_item = r.Named(root, "contexts", ctx_name);
+    if (!r.error.empty()) return invalid(r.error);
+    const std::string cw = "context '" + ctx_name + "': ";
+    YAML::Node ctx = ctx_item ? r.Map(*ctx_item, "context", cw) : YAML::Node();
+    if (!r.error.empty()) return invalid(r.error);
+    if (!ctx.IsMap()) return invalid("no context '" + ctx_name + "'");
+    std::string cluster_name = r.String(ctx, "cluster", cw);
+    std::string user_name = r.String(ctx, "user", cw);
+    KubeConfig c;
+    c.default_namespace = r.String(ctx, "namespace", cw, c.default_namespace);
+    std::optional<YAML::Node> cl_item = r.Named(root, "clusters", cluster_name);
+    if (!r.error.empty()) return invalid(r.error);
+    const std::string clw = "cluster '" + cluster_name + "': ";
+    YAML::Node cc = cl_item ? r.Map(*cl_item, "cluster", clw) : YAML::Node();
+    if (!r.error.empty()) return invalid(r.error);
+    c.server = r.String(cc, "server", clw + "cluster.");
+    if (!r.error.empty()) return invalid(r.error);
+    if (c.server.empty()) return invalid("no cluster '" + cluster_name + "' with a server");
+    std::string base = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
+    auto rel = [&](std::string p) { return !p.empty() && p[0] != '/' ? base + "/" + p : p; };
+    const std::string ccw = clw + "cluster.";
+    if (std::string d = r.String(cc, "certificate-authority-data", ccw); !d.empty()) c.ca_data = Base64Decode(d);
+    c.ca_file = rel(r.String(cc, "certificate-authority", ccw));
+    c.insecure_skip_tls_verify = r.Bool(cc, "insecure-skip-tls-verify", ccw, false);
+    std::optional<YAML::Node> u_item = r.Named(root, "users", user_name);
+    const std::string uw = "user '" + user_name + "': user.";
+    YAML::Node uu = u_item ? r.Map(*u_item, "user", "user '" + user_name + "': ") : YAML::Node();
+    if (uu.IsMap()) {
+      c.token = r.String(uu, "token", uw);
+      c.token_file = rel(r.String(uu, "tokenFile", uw));
+      if (std::string d = r.String(uu, "client-certificate-data", uw); !d.empty()) c.client_cert_data = Base64Decode(d);
+      if (std::string d = r.String(uu, "client-key-data", uw); !d.empty()) c.client_key_data = Base64Decode(d);
+      c.client_cert_file = rel(r.String(uu, "client-certificate", uw));
+      c.client_key_file = rel(r.String(uu, "client-key", uw));
+      if (KubeconfigReader::Field(uu, "exec"))
+        COHORT_LOG(WARN) << "kubeconfig user '" << user_name << "' uses an exec plugin, which cohort does not run";
+    }
+    if (!r.error.empty()) return invalid(r.error);
+    return c;
+  } catch (const std::exception& e) {  // none is expected: every read above checks its type
+    return invalid(e.what());
   }
-  auto find_named = [&](const char* list, const std::string& name) -> YAML::Node {
-    if (root[list] && root[list].IsSequence())
-      for (const auto& item : root[list])
-        if (item["name"] && item["name"].as<std::string>() == name) return item;
-    return YAML::Node();
-  };
-  std::string ctx_name = context;
-  if (ctx_name.empty() && root["current-context"]) ctx_name = root["current-context"].as<std::string>();
-  YAML::Node ctx = find_named("contexts", ctx_name);
-  if (!ctx || !ctx["context"]) return Status::InvalidArgument("kubeconfig " + path + ": no context '" + ctx_name + "'");
-  std::string cluster_name = ctx["context"]["cluster"] ? ctx["context"]["cluster"].as<std::string>() : "";
-  std::string user_name = ctx["context"]["user"] ? ctx["context"]["user"].as<std::string>() : "";
-  KubeConfig c;
-  if (ctx["context"]["namespace"]) c.default_namespace = ctx["context"]["namespace"].as<std::string>();
-  YAML::Node cl = find_named("clusters", cluster_name);
-  if (!cl || !cl["cluster"] || !cl["cluster"]["server"])
-    return Status::InvalidArgument("kubeconfig " + path + ": no cluster '" + cluster_name + "'");
-  std::string base = path.find('/') == std::string::npos ? "." : path.substr(0, path.rfind('/'));
-  auto rel = [&](std::string p) { return !p.empty() && p[0] != '/' ? base + "/" + p : p; };
-  YAML::Node cc = cl["cluster"];
-  c.server = cc["server"].as<std::string>();
-  if (cc["certificate-authority-data"]) c.ca_data = Base64Decode(cc["certificate-authority-data"].as<std::string>());
-  if (cc["certificate-authority"]) c.ca_file = rel(cc["certificate-authority"].as<std::string>());
-  if (cc["insecure-skip-tls-verify"]) c.insecure_skip_tls_verify = cc["insecure-skip-tls-verify"].as<bool>();
-  YAML::Node u = find_named("users", user_name);
-  if (u && u["user"]) {
-    YAML::Node uu = u["user"];
-    if (uu["token"]) c.token = uu["token"].as<std::string>();
-    if (uu["tokenFile"]) c.token_file = rel(uu["tokenFile"].as<std::string>());
-    if (uu["client-certificate-data"]) c.client_cert_data = Base64Decode(uu["client-certificate-data"].as<std::string>());
-    if (uu["client-key-data"]) c.client_key_data = Base64Decode(uu["client-key-data"].as<std::string>());
-    if (uu["client-certificate"]) c.client_cert_file = rel(uu["client-certificate"].as<std::string>());
-    if (uu["client-key"]) c.client_key_file = rel(uu["client-key"].as<std::string>());
-    if (uu["exec"]) COHORT_LOG(WARN) << "kubeconfig user '" << user_name << "' uses an exec plugin, which cohort does not run";
-  }
-  return c;
 }
 
 Result<KubeConfig> DefaultConfig(const std::string& kubeconfig_path) {
@@ -234,9 +361,8 @@ Result<json> KubeClient::List(const Resource& r, const std::string& ns, const st
     COHORT_ASSIGN_OR_RETURN(json page, Request("GET", ResourcePath(r, ns) + q));
     if (page.contains("items") && page["items"].is_array())
       for (auto& it : page["items"]) items.push_back(std::move(it));
-    const json& m = page.contains("metadata") ? page["metadata"] : json::object();
-    rv = m.value("resourceVersion", rv);
-    cont = m.value("continue", "");
+    rv = fields::Str(fields::Field(page, "metadata"), "resourceVersion", rv);
+    cont = fields::Meta(page, "continue");
   } while (!cont.empty());
   return json{{"items", items}, {"metadata", {{"resourceVersion", rv}}}};
 }
@@ -280,33 +406,32 @@ Status KubeClient::Watch(const Resource& r, const std::string& ns, const std::st
   std::string line_buf;
   Status event_status;
   bool ended_by_handler = false;
-  req.on_body = [&](const char* data, size_t n) {
-    line_buf.append(data, n);
-    size_t pos;
-    while ((pos = line_buf.find('\n')) != std::string::npos) {
-      std::string line = line_buf.substr(0, pos);
-      line_buf.erase(0, pos + 1);
-      if (Trim(line).empty()) continue;
-      WatchEvent ev;
-      try {
-        json j = json::parse(line);
-        ev.type = j.value("type", "");
-        ev.object = j.value("object", json::object());
-      } catch (const std::exception& ex) {
-        event_status = Status::Internal("watch " + path + ": bad event line: " + ex.what());
-        return false;
+  // Called from libcurl's (C) write callback: nothing may throw out of it.
+  req.on_body = [&](const char* data, size_t n) noexcept {
+    try {
+      line_buf.append(data, n);
+      size_t pos;
+      while ((pos = line_buf.find('\n')) != std::string::npos) {
+        std::string line = line_buf.substr(0, pos);
+        line_buf.erase(0, pos + 1);
+        WatchLine decoded = DecodeWatchLine(line, "watch " + path);
+        if (decoded.kind == WatchLine::Kind::kBlank) continue;
+        if (decoded.kind == WatchLine::Kind::kEnd) {
+          event_status = decoded.status;
+          return false;
+        }
+        if (!on_event(decoded.event)) {
+          ended_by_handler = true;
+          return false;
+        }
       }
-      if (ev.type == "ERROR") {
-        int code = ev.object.value("code", 0);
-        event_status = ApiError(code ? code : 500, ev.object.dump(), "watch " + path);
-        return false;
-      }
-      if (!on_event(ev)) {
-        ended_by_handler = true;
-        return false;
-      }
+      return true;
+    } catch (const std::exception& e) {  // from the handler (or bad_alloc)
+      event_status = Status::Internal("watch " + path + ": handling an event: " + e.what());
+    } catch (...) {
+      event_status = Status::Internal("watch " + path + ": handling an event failed");
     }
-    return true;
+    return false;
   };
   net::HttpTransportError error;
   auto resp = net::SendHttp(req, &error);
@@ -321,8 +446,8 @@ Status KubeClient::Watch(const Resource& r, const std::string& ns, const std::st
 
 Status KubeClient::RecordEvent(const json& involved, const std::string& type, const std::string& reason,
                                const std::string& message, const std::string& component) {
-  const json& m = involved.contains("metadata") ? involved["metadata"] : json::object();
-  std::string ns = m.value("namespace", config_.default_namespace);
+  const json& m = fields::Field(involved, "metadata");
+  std::string ns = fields::Str(m, "namespace", config_.default_namespace);
   std::string now = FormatMicroTime(std::chrono::system_clock::now());
   std::string ts = now.substr(0, 19) + "Z";
   static std::atomic<unsigned> seq{0};
@@ -331,14 +456,14 @@ Status KubeClient::RecordEvent(const json& involved, const std::string& type, co
   std::snprintf(suffix, sizeof(suffix), ".%08x%04x", static_cast<unsigned>(rng()), seq++ & 0xffff);
   json ev = {{"apiVersion", "v1"},
              {"kind", "Event"},
-             {"metadata", {{"name", m.value("name", "object") + suffix}, {"namespace", ns}}},
+             {"metadata", {{"name", fields::Str(m, "name", "object") + suffix}, {"namespace", ns}}},
              {"involvedObject",
-              {{"apiVersion", involved.value("apiVersion", "")},
-               {"kind", involved.value("kind", "")},
-               {"name", m.value("name", "")},
+              {{"apiVersion", fields::Str(involved, "apiVersion")},
+               {"kind", fields::Str(involved, "kind")},
+               {"name", fields::Str(m, "name")},
                {"namespace", ns},
-               {"uid", m.value("uid", "")},
-               {"resourceVersion", m.value("resourceVersion", "")}}},
+               {"uid", fields::Str(m, "uid")},
+               {"resourceVersion", fields::Str(m, "resourceVersion")}}},
              {"type", type},
              {"reason", reason},
              {"message", message},
@@ -355,10 +480,7 @@ Status KubeClient::RecordEvent(const json& involved, const std::string& type, co
 Reflector::Reflector(KubeClient& client, Resource resource, Options options, Handler handler)
     : client_(client), resource_(std::move(resource)), options_(std::move(options)), handler_(std::move(handler)) {}
 
-std::string Reflector::Key(const json& obj) {
-  const json& m = obj.contains("metadata") ? obj["metadata"] : json::object();
-  return m.value("namespace", "") + "/" + m.value("name", "");
-}
+std::string Reflector::Key(const json& obj) { return fields::Meta(obj, "namespace") + "/" + fields::Meta(obj, "name"); }
 
 std::string Reflector::resource_version() const {
   std::lock_guard<std::mutex> lock(mu_);
@@ -374,7 +496,7 @@ Status Reflector::ListOnce() {
   COHORT_ASSIGN_OR_RETURN(json list, client_.List(resource_, options_.namespace_, options_.label_selector));
   ++lists_;
   std::map<std::string, json> fresh;
-  for (const auto& it : list["items"]) fresh[Key(it)] = it;
+  for (const auto& it : fields::Field(list, "items")) fresh[Key(it)] = it;
   std::vector<std::pair<std::string, json>> events;
   {
     std::lock_guard<std::mutex> lock(mu_);
@@ -386,7 +508,7 @@ Status Reflector::ListOnce() {
       else if (old->second != v) events.emplace_back("MODIFIED", v);
     }
     cache_ = std::move(fresh);
-    rv_ = list["metadata"].value("resourceVersion", "");
+    rv_ = fields::Meta(list, "resourceVersion");
   }
   for (const auto& [type, obj] : events) handler_(type, obj);
   synced_ = true;
@@ -422,7 +544,7 @@ void Reflector::Run(const std::atomic<bool>& stop) {
         resource_, options_.namespace_, options_.label_selector, resource_version(), options_.watch_timeout_s,
         [&](const WatchEvent& ev) {
           backoff = options_.backoff_initial;  // the connection works
-          std::string rv = ev.object.contains("metadata") ? ev.object["metadata"].value("resourceVersion", "") : "";
+          std::string rv = fields::Meta(ev.object, "resourceVersion");
           std::unique_lock<std::mutex> lock(mu_);
           if (!rv.empty()) rv_ = rv;
           if (ev.type == "BOOKMARK") return true;  // only the RV moves
@@ -462,6 +584,10 @@ std::optional<std::chrono::system_clock::time_point> ParseTime(const std::string
   std::tm tm{};
   const char* rest = strptime(s.c_str(), "%Y-%m-%dT%H:%M:%S", &tm);
   if (!rest) return std::nullopt;
+  // system_clock counts int64 nanoseconds: 1677-09-21 .. 2262-04-11. Whole
+  // years inside that, with an offset under a day, cannot overflow it.
+  const long long year = static_cast<long long>(tm.tm_year) + 1900;
+  if (year < 1678 || year > 2261) return std::nullopt;
   long long us = 0;
   if (*rest == '.') {
     ++rest;
@@ -473,9 +599,11 @@ std::optional<std::chrono::system_clock::time_point> ParseTime(const std::string
     while (digits++ < 6) us *= 10;
   }
   auto t = std::chrono::system_clock::from_time_t(timegm(&tm)) + std::chrono::microseconds(us);
-  if (*rest == '+' || *rest == '-') {
-    int hh = 0, mm = 0;
-    std::sscanf(rest + 1, "%d:%d", &hh, &mm);
+  if (*rest == '+' || *rest == '-') {  // RFC 3339 time-numoffset: [+-]HH:MM, 00..23 and 00..59
+    auto digit = [&](int i) { return std::isdigit(static_cast<unsigned char>(rest[i])) != 0; };
+    if (!digit(1) || !digit(2) || rest[3] != ':' || !digit(4) || !digit(5)) return std::nullopt;
+    const int hh = (rest[1] - '0') * 10 + (rest[2] - '0'), mm = (rest[4] - '0') * 10 + (rest[5] - '0');
+    if (hh > 23 || mm > 59) return std::nullopt;
     auto off = std::chrono::hours(hh) + std::chrono::minutes(mm);
     t = *rest == '+' ? t - off : t + off;
   }
@@ -505,15 +633,18 @@ Result<bool> LeaderElector::TryAcquireOrRenew() {
   }
   if (!got.ok()) return got.status();
   json lease = *got;
+  if (!lease.is_object()) return Status::Internal("lease " + options_.name + ": not a JSON object");
   json& spec = lease["spec"];
   if (!spec.is_object()) spec = json::object();
-  std::string holder = spec.value("holderIdentity", "");
-  int duration = spec.value("leaseDurationSeconds", options_.lease_duration_s);
-  auto renew = ParseTime(spec.value("renewTime", ""));
+  std::string holder = fields::Str(spec, "holderIdentity");
+  // Written by other replicas (or anyone allowed to): read with range checks
+  // (ParseTime's latest time plus a day still fits system_clock).
+  long long duration = fields::Int(spec, "leaseDurationSeconds", options_.lease_duration_s, 1, 86400);
+  auto renew = ParseTime(fields::Str(spec, "renewTime"));
   bool expired = !renew || *renew + std::chrono::seconds(duration) < now;
   if (!holder.empty() && holder != options_.identity && !expired) return false;
   if (holder != options_.identity) {
-    spec["leaseTransitions"] = spec.value("leaseTransitions", 0) + (holder.empty() ? 0 : 1);
+    spec["leaseTransitions"] = fields::Int(spec, "leaseTransitions", 0, 0, 2147483646) + (holder.empty() ? 0 : 1);
     spec["acquireTime"] = now_s;
   }
   spec["holderIdentity"] = options_.identity;
@@ -529,7 +660,8 @@ Status LeaderElector::Release() {
   auto got = client_.Get(Resource::Leases(), options_.namespace_, options_.name);
   if (!got.ok()) return got.status().code() == StatusCode::kNotFound ? Status::Ok() : got.status();
   json lease = *got;
-  if (lease["spec"].value("holderIdentity", "") != options_.identity) return Status::Ok();
+  if (!lease.is_object() || fields::Str(fields::Field(lease, "spec"), "holderIdentity") != options_.identity)
+    return Status::Ok();
   lease["spec"]["holderIdentity"] = "";
   auto put = client_.Replace(Resource::Leases(), options_.namespace_, options_.name, lease);
   return put.ok() ? Status::Ok() : put.status();

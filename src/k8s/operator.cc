@@ -9,7 +9,9 @@
 #include <vector>
 
 #include "cohort/common/logging.h"
+#include "cohort/k8s/head_status.h"
 #include "cohort/net/http_client.h"
+#include "json_fields.h"
 
 namespace cohort::k8s {
 namespace {
@@ -54,10 +56,7 @@ Resource ResourceFor(const std::string& kind) {
   return Resource::CohortClusters();
 }
 
-std::string KeyOf(const json& obj) {
-  const json& m = obj.contains("metadata") ? obj["metadata"] : json::object();
-  return m.value("namespace", "") + "/" + m.value("name", "");
-}
+std::string KeyOf(const json& obj) { return fields::Meta(obj, "namespace") + "/" + fields::Meta(obj, "name"); }
 
 std::string Hostname() {
   char buf[256] = {0};
@@ -82,19 +81,26 @@ void Operator::Enqueue(const std::string& key, milliseconds delay) {
 }
 
 std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const json& secrets) {
-  const json& meta = cluster["metadata"];
-  std::string name = meta.value("name", ""), ns = meta.value("namespace", "default");
+  std::string name = fields::Meta(cluster, "name"), ns = fields::Meta(cluster, "namespace");
+  if (ns.empty()) ns = "default";
   std::string key = ns + "/" + name;
   std::string token;
-  for (const auto& s : secrets)
-    if (s["metadata"].value("name", "") == TokenSecretName(name)) {
-      if (s.contains("data") && s["data"].contains("token")) {
-        if (!cohort::Base64Decode(s["data"]["token"].get<std::string>(), &token)) token.clear();
-      } else if (s.contains("stringData") && s["stringData"].contains("token")) token = s["stringData"]["token"];
+  if (secrets.is_array())
+    for (const auto& s : secrets) {
+      if (fields::Meta(s, "name") != TokenSecretName(name)) continue;
+      const json& data = fields::Field(fields::Field(s, "data"), "token");
+      const json& string_data = fields::Field(fields::Field(s, "stringData"), "token");
+      if (data.is_string()) {
+        if (!cohort::Base64Decode(data.get<std::string>(), &token)) token.clear();
+      } else if (string_data.is_string()) {
+        token = string_data.get<std::string>();
+      }
     }
   std::string port = std::to_string(kDashboardPort);
-  const json& hp = cluster["spec"]["headGroupSpec"]["startParams"];
-  if (hp.is_object() && hp.contains("dashboard-port") && hp["dashboard-port"].is_string()) port = hp["dashboard-port"];
+  const json& hp = fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "startParams");
+  if (std::string p = fields::Str(hp, "dashboard-port");
+      !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos)
+    port = p;  // (Reconcile reports an invalid one)
   std::string url = "http://" + HeadServiceName(name) + "." + ns + ".svc." + options_.cluster_domain + ":" + port +
                     "/api/cluster/status";
   auto st = options_.fetch_head_status(url, token);
@@ -102,36 +108,29 @@ std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const jso
     COHORT_LOG(INFO) << "autoscaler " << key << ": head not reachable (" << st.status().ToString() << ")";
     return std::nullopt;
   }
+  std::optional<HeadStatus> decoded = DecodeHeadStatus(*st);
+  if (!decoded) {
+    COHORT_LOG(WARN) << "autoscaler " << key << ": the head's status is not a JSON object";
+    return std::nullopt;
+  }
   AutoscalerInput in;
-  const json& pending = (*st)["pending_demand"];
-  if (pending.is_array())
-    for (const auto& p : pending)
-      if (p.contains("bundles") && p["bundles"].is_array())
-        for (const auto& b : p["bundles"]) in.pending_bundles.push_back(b);
+  in.pending_bundles = std::move(decoded->pending_bundles);
   auto now = Clock::now();
   std::lock_guard<std::mutex> lock(mu_);
   auto& idle = idle_since_[key];
   std::map<std::string, Clock::time_point> next;
-  const json& nodes = (*st)["nodes"];
-  if (nodes.is_array())
-    for (const auto& n : nodes) {
-      HeadNode hn;
-      hn.address = n.value("address", "");
-      if (auto c = hn.address.rfind(':'); c != std::string::npos && hn.address.find(':') == c)
-        hn.address = hn.address.substr(0, c);  // host:port -> host
-      hn.alive = n.value("state", "") == "ALIVE";
-      hn.is_head = n.value("is_head_node", false);
-      bool busy = false;
-      if (n.contains("resources_used") && n["resources_used"].is_object())
-        for (auto it = n["resources_used"].begin(); it != n["resources_used"].end(); ++it)
-          if (it->is_number() && it->get<double>() > 0) busy = true;
-      if (!busy) {
-        auto since = idle.count(hn.address) ? idle[hn.address] : now;
-        next[hn.address] = since;
-        hn.idle_seconds = std::chrono::duration<double>(now - since).count();
-      }
-      in.nodes.push_back(hn);
+  for (const auto& n : decoded->nodes) {
+    HeadNode hn;
+    hn.address = n.address;
+    hn.alive = n.alive;
+    hn.is_head = n.is_head;
+    if (!n.busy) {
+      auto since = idle.count(hn.address) ? idle[hn.address] : now;
+      next[hn.address] = since;
+      hn.idle_seconds = std::chrono::duration<double>(now - since).count();
     }
+    in.nodes.push_back(hn);
+  }
   idle = next;
   return in;
 }
@@ -149,14 +148,17 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
     return got.status();
   }
   json cluster = *got;
-  if (cluster["metadata"].contains("deletionTimestamp")) return std::optional<milliseconds>();
+  if (!cluster.is_object() || !fields::Field(cluster, "metadata").is_object())
+    return Status::Internal("GET " + key + ": not a Kubernetes object");
+  if (!fields::Field(cluster["metadata"], "deletionTimestamp").is_null()) return std::optional<milliseconds>();
   std::string selector = std::string(kLabelCluster) + "=" + name;
   COHORT_ASSIGN_OR_RETURN(json pods, client_.List(Resource::Pods(), ns, selector));
   COHORT_ASSIGN_OR_RETURN(json svcs, client_.List(Resource::Services(), ns, selector));
   COHORT_ASSIGN_OR_RETURN(json secrets, client_.List(Resource::Secrets(), ns, selector));
   Observed observed{pods["items"], svcs["items"], secrets["items"]};
   std::optional<AutoscalerInput> autoscale;
-  bool autoscaling = cluster["spec"].value("enableAutoscaling", false) && !cluster["spec"].value("suspend", false);
+  const json& spec = fields::Field(cluster, "spec");
+  bool autoscaling = fields::Bool(spec, "enableAutoscaling") && !fields::Bool(spec, "suspend");
   if (autoscaling) autoscale = ReadHead(cluster, secrets["items"]);
 
   ReconcileOptions ro;
@@ -176,15 +178,15 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
     std::string what = a.kind + (a.name.empty() ? "" : " " + a.name);
     if (a.verb == Action::Verb::kCreate) {
       auto c = client_.Create(res, ns, a.body);
-      if (c.ok()) what = a.kind + " " + (*c)["metadata"].value("name", "");
+      if (c.ok()) what = a.kind + " " + fields::Meta(*c, "name");
       s = c.ok() || c.status().code() == StatusCode::kAlreadyExists ? Status::Ok() : c.status();
     } else if (a.verb == Action::Verb::kDelete) {
-      s = client_.Delete(res, ns, a.name, a.body.value("uid", ""));
+      s = client_.Delete(res, ns, a.name, fields::Str(a.body, "uid"));
     } else {
       auto p = client_.Patch(res, ns, a.name, a.body);
       s = p.ok() ? Status::Ok() : p.status();
-      if (p.ok() && a.kind == kKind && p->contains("metadata"))  // keep the status write's CAS current
-        cluster["metadata"]["resourceVersion"] = (*p)["metadata"].value("resourceVersion", "");
+      if (p.ok() && a.kind == kKind && fields::Field(*p, "metadata").is_object())  // keep the status write's CAS current
+        cluster["metadata"]["resourceVersion"] = fields::Meta(*p, "resourceVersion");
     }
     ++actions_;
     if (s.ok()) {
@@ -205,7 +207,7 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
     updated["status"] = r.status;
     updated["status"]["lastUpdateTime"] = ro.now;
     json old = cluster.value("status", json::object());
-    old.erase("lastUpdateTime");
+    if (old.is_object()) old.erase("lastUpdateTime");
     if (old != r.status) {
       auto u = client_.UpdateStatus(Resource::CohortClusters(), ns, name, updated);
       if (!u.ok()) {
@@ -261,7 +263,12 @@ void Operator::Worker(const std::atomic<bool>& stop) {
       }
       queue_.erase(key);
     }
-    auto res = ReconcileOnce(key);
+    Result<std::optional<milliseconds>> res = Status::Internal("reconcile did not run");
+    try {
+      res = ReconcileOnce(key);
+    } catch (const std::exception& e) {  // a bug: fail this key (with backoff), keep the others going
+      res = Status::Internal(std::string("reconcile threw: ") + e.what());
+    }
     ++reconciles_;
     if (!res.ok()) {
       ++reconcile_errors_;
@@ -303,12 +310,11 @@ Status Operator::Run(const std::atomic<bool>& stop) {
   });
 
   auto on_cluster = [this](const std::string& type, const json& obj) {
-    if (type != "DELETED") Enqueue(KeyOf(obj));
+    if (type != "DELETED" && !fields::Meta(obj, "name").empty()) Enqueue(KeyOf(obj));
   };
   auto on_child = [this](const std::string&, const json& obj) {
-    const json& m = obj.contains("metadata") ? obj["metadata"] : json::object();
-    std::string cluster = m.contains("labels") ? m["labels"].value(kLabelCluster, "") : "";
-    if (!cluster.empty()) Enqueue(m.value("namespace", "") + "/" + cluster, milliseconds(200));
+    std::string cluster = fields::Str(fields::Field(fields::Field(obj, "metadata"), "labels"), kLabelCluster);
+    if (!cluster.empty()) Enqueue(fields::Meta(obj, "namespace") + "/" + cluster, milliseconds(200));
   };
   Reflector::Options ro;
   ro.namespace_ = options_.namespace_;

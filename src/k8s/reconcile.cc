@@ -2,7 +2,9 @@
 #include "cohort/k8s/reconcile.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdint>
 #include <set>
 
 namespace cohort::k8s {
@@ -14,9 +16,26 @@ std::string Str(const json& j, const char* key, const std::string& def = "") {
   auto it = j.find(key);
   return it != j.end() && it->is_string() ? it->get<std::string>() : def;
 }
+// A double as long long without the undefined cast: truncated, clamped to
+// the int64 range; NaN is 0.
+long long ClampToInt64(double v) {
+  if (std::isnan(v)) return 0;
+  if (v >= 9223372036854775808.0) return LLONG_MAX;  // 2^63
+  if (v <= -9223372036854775808.0) return LLONG_MIN;
+  return static_cast<long long>(v);
+}
+// A JSON number as long long: integers beyond int64 and floats are clamped.
+long long JsonInt(const json& v) {
+  if (v.is_number_unsigned()) {
+    auto u = v.get<std::uint64_t>();
+    return u > static_cast<std::uint64_t>(LLONG_MAX) ? LLONG_MAX : static_cast<long long>(u);
+  }
+  if (v.is_number_integer()) return v.get<std::int64_t>();
+  return ClampToInt64(v.get<double>());
+}
 long long Int(const json& j, const char* key, long long def) {
   auto it = j.find(key);
-  return it != j.end() && it->is_number() ? it->get<long long>() : def;
+  return it != j.end() && it->is_number() ? JsonInt(*it) : def;
 }
 bool Bool(const json& j, const char* key) {
   auto it = j.find(key);
@@ -41,8 +60,96 @@ bool OwnedBy(const json& obj, const std::string& uid) {
 }
 
 std::string FormatNumber(double v) {
-  if (v == std::floor(v)) return std::to_string(static_cast<long long>(v));
+  if (!std::isfinite(v)) return "0";
+  if (v == std::floor(v)) return std::to_string(ClampToInt64(v));
   return std::to_string(v);
+}
+
+// A value for an error message: a number as written, else its JSON type.
+std::string Shown(const json& v) {
+  if (v.is_number()) return v.dump();
+  const std::string type = v.type_name();
+  return (type[0] == 'a' || type[0] == 'o' ? "an " : "a ") + type;
+}
+
+// The CRD's replica fields are int32 >= 0.
+constexpr long long kMaxReplicas = 2147483647;
+
+// "" when `group[key]` is absent (or null) or an integer in [0, kMaxReplicas];
+// else what is wrong with it.
+std::string ReplicaFieldError(const json& group, const char* key) {
+  auto it = group.find(key);
+  if (it == group.end() || it->is_null()) return "";
+  bool ok = it->is_number();
+  if (ok && it->is_number_float()) {
+    double v = it->get<double>();
+    ok = std::isfinite(v) && v == std::floor(v);
+  }
+  if (ok) {
+    long long v = JsonInt(*it);
+    ok = v >= 0 && v <= kMaxReplicas;
+  }
+  return ok ? "" : std::string(key) + " must be an integer in [0, 2147483647], not " + Shown(*it);
+}
+
+// "" when a group's pod template has the shape BuildPod edits (objects where
+// it reads or writes fields, containers an array of objects); else what is
+// wrong. `where` prefixes the field in the message. The CRD keeps templates
+// unvalidated (x-kubernetes-preserve-unknown-fields), so this is the only check.
+std::string TemplateShapeError(const json& group, const std::string& where) {
+  auto bad = [&](const std::string& field, const char* want, const json& v) {
+    return where + field + " must be " + want + ", not " + Shown(v);
+  };
+  auto t = group.find("template");
+  if (t == group.end() || t->is_null()) return "";
+  if (!t->is_object()) return bad("template", "an object", *t);
+  auto m = t->find("metadata");
+  if (m != t->end() && !m->is_null() && !m->is_object()) return bad("template.metadata", "an object", *m);
+  auto sp = t->find("spec");
+  if (sp == t->end() || sp->is_null()) return "";
+  if (!sp->is_object()) return bad("template.spec", "an object", *sp);
+  auto cs = sp->find("containers");
+  if (cs == sp->end() || cs->is_null()) return "";
+  if (!cs->is_array()) return bad("template.spec.containers", "an array", *cs);
+  for (size_t i = 0; i < cs->size(); ++i)
+    if (!(*cs)[i].is_object()) return bad("template.spec.containers[" + std::to_string(i) + "]", "an object", (*cs)[i]);
+  return "";
+}
+
+// "" when an idleTimeoutSeconds field (of `obj`, if any) is absent or a number >= 0.
+std::string IdleTimeoutError(const json& obj, const std::string& where) {
+  auto it = obj.find("idleTimeoutSeconds");
+  if (it == obj.end() || it->is_null()) return "";
+  if (it->is_number() && it->get<double>() >= 0) return "";
+  return where + "idleTimeoutSeconds must be a number >= 0, not " + Shown(*it);
+}
+
+// A port from startParams ("6380"): 1..65535, else 0 (invalid).
+int ParsePort(const std::string& s) {
+  if (s.empty() || s.size() > 5) return 0;
+  int v = 0;
+  for (char ch : s) {
+    if (ch < '0' || ch > '9') return 0;
+    v = v * 10 + (ch - '0');
+  }
+  return v >= 1 && v <= 65535 ? v : 0;
+}
+
+// The JSON merge patch (RFC 7386) that turns `have` into `want`: keys of an
+// object that `want` lacks are set to null (a merge patch merges objects, so
+// sending `want` alone would keep them); other values are replaced.
+// REQUIRES: `want` holds no null (a merge patch cannot set one).
+json MergePatchFor(const json& have, const json& want) {
+  if (!want.is_object() || !have.is_object()) return want;
+  json patch = json::object();
+  for (auto it = have.begin(); it != have.end(); ++it)
+    if (!want.contains(it.key())) patch[it.key()] = nullptr;
+  for (auto it = want.begin(); it != want.end(); ++it) {
+    auto h = have.find(it.key());
+    if (h == have.end()) patch[it.key()] = *it;
+    else if (*h != *it) patch[it.key()] = MergePatchFor(*h, *it);
+  }
+  return patch;
 }
 
 // "--key value" flags from a startParams map, keys sorted; "true" -> bare
@@ -94,7 +201,7 @@ json OwnerRef(const json& cluster) {
   return json::array({{{"apiVersion", std::string(kGroup) + "/" + kVersion},
                        {"kind", kKind},
                        {"name", Name(cluster)},
-                       {"uid", Str(cluster["metadata"], "uid")},
+                       {"uid", Str(Get(cluster, "metadata"), "uid")},
                        {"controller", true},
                        {"blockOwnerDeletion", true}}});
 }
@@ -188,6 +295,7 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   if (!spec["containers"].is_array() || spec["containers"].empty())
     spec["containers"] = json::array({{{"name", "cohort"}}});
   json& ctr = spec["containers"][0];
+  if (!ctr.is_object()) ctr = json::object();  // Reconcile rejects such templates (TemplateShapeError)
   if (!ctr.contains("image")) ctr["image"] = c.opt.default_image;
   if (!ctr.contains("name")) ctr["name"] = "cohort";
 
@@ -236,8 +344,9 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
     params.emplace("address", c.HeadFqdn() + ":" + std::to_string(c.head_port));
     params.emplace("advertise-address", "$(COHORT_POD_IP)");
     params.emplace("metrics-port", std::to_string(kMetricsPort));
-    if (lim.cpu > 0) params.emplace("num-cpus", std::to_string(std::max<long long>(1, (long long)lim.cpu)));
-    params.emplace("num-gpus", std::to_string((long long)lim.gpu));
+    // ParseQuantity's values are finite; ClampToInt64 keeps huge ones ("1e300") defined.
+    if (lim.cpu > 0) params.emplace("num-cpus", std::to_string(std::max<long long>(1, ClampToInt64(lim.cpu))));
+    params.emplace("num-gpus", std::to_string(std::max<long long>(0, ClampToInt64(lim.gpu))));
     if (lim.memory > 0) params.emplace("memory", FormatNumber(std::floor(lim.memory)));
   }
   AppendFlags(args, params);
@@ -410,7 +519,9 @@ double ParseQuantity(const std::string& q) {
       {"P", 1e15},    {"E", 1e18},    {"Ki", 1024.0}, {"Mi", 1048576.0}, {"Gi", 1073741824.0},
       {"Ti", 1099511627776.0}, {"Pi", 1125899906842624.0}, {"Ei", 1152921504606846976.0}, {"n", 1e-9}, {"u", 1e-6}};
   auto it = kMul.find(suf);
-  return it == kMul.end() ? 0 : v * it->second;
+  if (it == kMul.end()) return 0;
+  double value = v * it->second;
+  return std::isfinite(value) ? value : 0;  // "1e300Ei": not a quantity
 }
 
 bool PodTerminating(const json& pod) {
@@ -451,9 +562,9 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   const json& groups = Get(spec, "workerGroupSpecs");
   const json& old_status = Get(cluster, "status");
   auto head_params = Params(head_spec);
-  if (auto it = head_params.find("port"); it != head_params.end()) c.head_port = std::atoi(it->second.c_str());
+  if (auto it = head_params.find("port"); it != head_params.end()) c.head_port = ParsePort(it->second);
   if (auto it = head_params.find("dashboard-port"); it != head_params.end())
-    c.dashboard_port = std::atoi(it->second.c_str());
+    c.dashboard_port = ParsePort(it->second);
 
   // Validate.
   std::string error;
@@ -461,13 +572,28 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   else if (c.name.size() > 53) error = "metadata.name is longer than 53 characters";
   else if (!head_spec.is_object()) error = "spec.headGroupSpec is required";
   else if (c.head_port <= 0 || c.dashboard_port <= 0) error = "headGroupSpec.startParams port/dashboard-port is invalid";
+  else if (!groups.is_null() && !groups.is_array()) error = "spec.workerGroupSpecs must be an array, not " + Shown(groups);
+  if (error.empty()) error = TemplateShapeError(head_spec, "headGroupSpec.");
+  if (error.empty()) {
+    const json& ao = Get(spec, "autoscalerOptions");
+    if (!ao.is_null() && !ao.is_object()) error = "spec.autoscalerOptions must be an object, not " + Shown(ao);
+    else error = IdleTimeoutError(ao, "spec.autoscalerOptions.");
+  }
   std::set<std::string> group_names;
   if (error.empty() && groups.is_array()) {
     for (const auto& g : groups) {
       std::string gn = Str(g, "groupName");
       if (gn.empty()) { error = "workerGroupSpecs[].groupName is required"; break; }
       if (!group_names.insert(gn).second) { error = "duplicate groupName " + gn; break; }
-      if (Int(g, "minReplicas", 0) > Int(g, "maxReplicas", 2147483647)) {
+      for (const char* key : {"replicas", "minReplicas", "maxReplicas"})
+        if (std::string e = ReplicaFieldError(g, key); !e.empty()) {
+          error = "group " + gn + ": " + e;
+          break;
+        }
+      if (error.empty()) error = IdleTimeoutError(g, "group " + gn + ": ");
+      if (error.empty()) error = TemplateShapeError(g, "group " + gn + ": ");
+      if (!error.empty()) break;
+      if (Int(g, "minReplicas", 0) > Int(g, "maxReplicas", kMaxReplicas)) {
         error = "group " + gn + ": minReplicas > maxReplicas";
         break;
       }
@@ -545,7 +671,9 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
         }
         h = trimmed;
       }
-      if (h != w) patch[k] = w;
+      // The selector is a map: a key of ours missing is added, a foreign one
+      // must be removed (null), or the Service keeps selecting on it.
+      if (h != w) patch[k] = std::string(k) == "selector" ? MergePatchFor(h, w) : w;
     }
     if (!patch.empty())
       r.actions.push_back({Action::Verb::kPatch, "Service", HeadServiceName(c.name), {{"spec", patch}}, "UpdatedService"});
@@ -562,7 +690,9 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   }
 
   json group_status = json::array();
-  int desired_total = 0, ready_total = 0, available_total = 0, min_total = 0, max_total = 0;
+  // Sums of per-group int32 values: in int64 (64 groups of 2147483647
+  // overflow int), clamped to the status fields' int32 when written.
+  long long desired_total = 0, ready_total = 0, available_total = 0, min_total = 0, max_total = 0;
   if (suspend) {
     for (const auto* p : heads) DeleteAction(r.actions, *p, "DeletedHeadPod");
     for (auto& [g, v] : by_group)
@@ -586,13 +716,13 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   bool patch_cr = false;
   std::vector<json> pending = autoscale ? autoscale->pending_bundles : std::vector<json>{};
   double idle_timeout = options.default_idle_timeout_s;
-  if (const json& ao = Get(spec, "autoscalerOptions"); ao.is_object() && ao.contains("idleTimeoutSeconds"))
-    idle_timeout = ao["idleTimeoutSeconds"].get<double>();
+  if (const json& t = Get(Get(spec, "autoscalerOptions"), "idleTimeoutSeconds"); t.is_number())
+    idle_timeout = t.get<double>();  // validated above: a number >= 0
   std::set<std::string> alive_addresses;
   std::map<std::string, double> idle_by_address;
   if (autoscale)
     for (const auto& n : autoscale->nodes)
-      if (n.alive) {
+      if (n.alive && !n.address.empty()) {  // a pod without an IP yet is in flight, whatever the head says
         alive_addresses.insert(n.address);
         idle_by_address[n.address] = n.idle_seconds;
       }
@@ -600,7 +730,7 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   for (size_t gi = 0; gi < new_groups.size(); ++gi) {
     json& g = new_groups[gi];
     std::string gn = Str(g, "groupName");
-    long long mn = Int(g, "minReplicas", 0), mx = Int(g, "maxReplicas", 2147483647);
+    long long mn = Int(g, "minReplicas", 0), mx = Int(g, "maxReplicas", kMaxReplicas);  // validated: 0 <= mn <= mx
     long long replicas = Int(g, "replicas", mn);
     long long desired = std::clamp(replicas, mn, mx);
     std::vector<const json*> live;
@@ -673,7 +803,7 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
       for (const auto* p : dead) DeleteAction(r.actions, *p, "DeletedWorkerPod");
 
     bool group_off = suspend || Bool(g, "suspend");
-    long long want = group_off ? 0 : desired;
+    long long want = group_off ? 0 : std::max<long long>(0, desired);
     if (group_off) {
       if (!suspend)
         for (const auto* p : remaining) DeleteAction(r.actions, *p, "DeletedWorkerPod");
@@ -695,11 +825,11 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
     }
     group_status.push_back(
         {{"groupName", gn}, {"desiredReplicas", want}, {"readyReplicas", ready}, {"availableReplicas", available}});
-    desired_total += static_cast<int>(want);
+    desired_total += want;
     ready_total += ready;
     available_total += available;
-    min_total += static_cast<int>(mn);
-    max_total += static_cast<int>(std::min<long long>(mx, 2147483647));
+    min_total += mn;
+    max_total += mx;
   }
   if (patch_cr) {
     Action a;
@@ -727,11 +857,12 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   }
   status["head"] = head;
   status["workerGroups"] = group_status;
-  status["desiredWorkerReplicas"] = desired_total;
-  status["readyWorkerReplicas"] = ready_total;
-  status["availableWorkerReplicas"] = available_total;
-  status["minWorkerReplicas"] = min_total;
-  status["maxWorkerReplicas"] = max_total;
+  auto int32 = [](long long v) { return std::min(v, kMaxReplicas); };
+  status["desiredWorkerReplicas"] = int32(desired_total);
+  status["readyWorkerReplicas"] = int32(ready_total);
+  status["availableWorkerReplicas"] = int32(available_total);
+  status["minWorkerReplicas"] = int32(min_total);
+  status["maxWorkerReplicas"] = int32(max_total);
   bool all_ready = head_ready && ready_total >= desired_total;
   json conds = json::array();
   if (suspend) {

@@ -9,6 +9,7 @@
 #include <regex>
 #include <thread>
 
+#include "cohort/k8s/head_status.h"
 #include "cohort/k8s/operator.h"
 
 namespace cohort::k8s {
@@ -206,6 +207,81 @@ TEST(OperatorTest, AutoscalerReadsTheHeadWithTheSecretToken) {
   int workers = 0;
   for (auto& [n, p] : store.objects["pods"]) workers += p["metadata"]["labels"]["cohort.dev/node-type"] == "worker";
   EXPECT_EQ(workers, 4);
+}
+
+// Operator::ReadHead called value() on the head's reply without type checks:
+// a node that is not an object (or an address that is not a string) threw in
+// the worker thread. DecodeHeadStatus checks every type.
+TEST(OperatorTest, DecodeHeadStatusChecksEveryType) {
+  EXPECT_FALSE(DecodeHeadStatus(json::array({1})).has_value());
+  EXPECT_FALSE(DecodeHeadStatus("ok").has_value());
+  EXPECT_FALSE(DecodeHeadStatus(json()).has_value());
+  auto empty = DecodeHeadStatus(json::object());
+  ASSERT_TRUE(empty.has_value());
+  EXPECT_TRUE(empty->nodes.empty() && empty->pending_bundles.empty());
+  json reply = json::parse(R"({
+    "pending_demand": [{"bundles": [{"CPU": 1}, "x", 3, {"GPU": 2}]}, "p", {"bundles": "b"}, {"bundles": [{}]}],
+    "nodes": ["10.0.0.5", 7, null,
+      {"address": "10.0.0.6:6380", "state": "ALIVE", "is_head_node": true, "resources_used": {"CPU": 1}},
+      {"address": 5, "state": ["ALIVE"], "is_head_node": "yes", "resources_used": {"CPU": "1", "GPU": 0}},
+      {"address": "fd00::1", "state": "DEAD", "resources_used": [1]}]})");
+  std::optional<HeadStatus> st;
+  ASSERT_NO_THROW(st = DecodeHeadStatus(reply));
+  ASSERT_TRUE(st.has_value());
+  EXPECT_EQ(st->pending_bundles, (std::vector<json>{{{"CPU", 1}}, {{"GPU", 2}}, json::object()}));
+  ASSERT_EQ(st->nodes.size(), 3u);
+  EXPECT_EQ(st->nodes[0].address, "10.0.0.6");
+  EXPECT_TRUE(st->nodes[0].alive && st->nodes[0].is_head && st->nodes[0].busy);
+  EXPECT_EQ(st->nodes[1].address, "");
+  EXPECT_FALSE(st->nodes[1].alive || st->nodes[1].is_head || st->nodes[1].busy);
+  EXPECT_EQ(st->nodes[2].address, "fd00::1");  // IPv6: no port to strip
+  EXPECT_FALSE(st->nodes[2].alive || st->nodes[2].busy);
+}
+
+TEST(OperatorTest, MalformedHeadReplyIsNoAutoscalerInput) {
+  for (json reply : {json::array({"x"}), json::parse(R"({"nodes": ["10.0.0.5"], "pending_demand": []})"),
+                     json::parse(R"({"nodes": [{"address": 1, "state": 2, "is_head_node": 3}]})"),
+                     json::parse(R"({"nodes": {}, "pending_demand": [{"bundles": [1, "CPU"]}]})")}) {
+    FakeStore store;
+    store.objects["cohortclusters"]["demo"] = Cr(true);
+    KubeClient client(store.Config());
+    OperatorOptions opts;
+    opts.fetch_head_status = [&](const std::string&, const std::string&) -> Result<json> { return reply; };
+    Operator op(client, opts);
+    Result<std::optional<std::chrono::milliseconds>> r = Status::Internal("not run");
+    ASSERT_NO_THROW(r = op.ReconcileOnce("ns/demo")) << reply.dump();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    ASSERT_NO_THROW(r = op.ReconcileOnce("ns/demo")) << reply.dump();
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    std::lock_guard<std::mutex> lock(store.mu);
+    EXPECT_EQ(store.objects["cohortclusters"]["demo"]["spec"]["workerGroupSpecs"][0]["replicas"], 2) << reply.dump();
+  }
+}
+
+// A template the reconcile cannot use (containers[0] a string) threw out of
+// Reconcile and ended the operator's worker thread; it is an invalid spec:
+// status failed, an InvalidSpec Warning event, nothing created.
+TEST(OperatorTest, InvalidTemplateIsReportedNotThrown) {
+  FakeStore store;
+  json cr = Cr(false);
+  cr["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"] = json::array({"cohort"});
+  store.objects["cohortclusters"]["demo"] = cr;
+  KubeClient client(store.Config());
+  Operator op(client, OperatorOptions{});
+  Result<std::optional<std::chrono::milliseconds>> r = Status::Internal("not run");
+  ASSERT_NO_THROW(r = op.ReconcileOnce("ns/demo"));
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  std::lock_guard<std::mutex> lock(store.mu);
+  const json& status = store.objects["cohortclusters"]["demo"]["status"];
+  EXPECT_EQ(status["state"], "failed");
+  EXPECT_NE(status["reason"].get<std::string>().find("group cpu: template.spec.containers[0] must be an object"),
+            std::string::npos)
+      << status.dump();
+  EXPECT_EQ(store.objects["pods"].size(), 0u);
+  bool event = false;
+  for (const auto& [n, e] : store.objects["events"])
+    event = event || (e["reason"] == "InvalidSpec" && e["type"] == "Warning");
+  EXPECT_TRUE(event);
 }
 
 TEST(OperatorTest, RunLoopListsWatchesReconcilesAndStops) {

@@ -551,5 +551,211 @@ TEST(ReconcileTest, TemplateCredentialsAndSecurityContextWin) {
   EXPECT_FALSE(w.Pods("worker")[0]["spec"]["securityContext"].contains("fsGroupChangePolicy"));
 }
 
+// Two groups left at the CRD's default maxReplicas (2147483647) overflowed
+// the int sums of the status; they are summed in int64 and clamped to the
+// status fields' int32.
+TEST(ReconcileTest, ReplicaTotalsDoNotOverflow) {
+  World w{Cluster(1, 0, 2147483647)};
+  json second = w.cluster["spec"]["workerGroupSpecs"][0];
+  second["groupName"] = "cpu";
+  second["replicas"] = 2147483647;
+  second["minReplicas"] = 2147483647;
+  w.cluster["spec"]["workerGroupSpecs"].push_back(second);
+  json third = second;
+  third["groupName"] = "other";
+  third.erase("maxReplicas");  // the default
+  third.erase("minReplicas");
+  third["replicas"] = 0;
+  w.cluster["spec"]["workerGroupSpecs"].push_back(third);
+  // The 2^31 - 1 pods of group "cpu" would take a while: suspended groups
+  // still count in the totals of min and max.
+  w.cluster["spec"]["workerGroupSpecs"][1]["suspend"] = true;
+  auto r = w.Step();
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.status["maxWorkerReplicas"], 2147483647);
+  EXPECT_EQ(r.status["minWorkerReplicas"], 2147483647);
+  EXPECT_EQ(r.status["desiredWorkerReplicas"], 1);
+  EXPECT_EQ(r.desired_replicas.at("gpu"), 1);
+  EXPECT_EQ(r.desired_replicas.at("cpu"), 0);
+}
+
+// A template's containers[0] (or the template, its spec, the containers
+// list) of another JSON type made BuildPod throw json::type_error out of
+// Reconcile; it is an invalid spec, reported like the others.
+TEST(ReconcileTest, TemplateOfTheWrongShapeIsAnInvalidSpec) {
+  struct Case {
+    const char* group;  // "head" or "worker"
+    const char* path;   // JSON pointer under the group
+    json value;
+    const char* message;
+  };
+  const std::vector<Case> cases = {
+      {"head", "/template/spec/containers/0", "cohort", "headGroupSpec.template.spec.containers[0] must be an object, not a string"},
+      {"head", "/template/spec/containers/0", 7, "headGroupSpec.template.spec.containers[0] must be an object, not 7"},
+      {"worker", "/template/spec/containers/0", json::array(), "group gpu: template.spec.containers[0] must be an object"},
+      {"worker", "/template/spec/containers", "c", "group gpu: template.spec.containers must be an array"},
+      {"worker", "/template/spec", 1, "group gpu: template.spec must be an object"},
+      {"worker", "/template/metadata", "m", "group gpu: template.metadata must be an object"},
+      {"head", "/template", true, "headGroupSpec.template must be an object, not a boolean"},
+  };
+  for (const auto& c : cases) {
+    World w{Cluster(1)};
+    json& group = std::string(c.group) == "head" ? w.cluster["spec"]["headGroupSpec"]
+                                                 : w.cluster["spec"]["workerGroupSpecs"][0];
+    group[json::json_pointer(c.path)] = c.value;
+    ReconcileResult r;
+    ASSERT_NO_THROW(r = w.Step()) << c.path;
+    EXPECT_NE(r.error.find(c.message), std::string::npos) << r.error;
+    EXPECT_TRUE(r.actions.empty()) << c.path;
+    EXPECT_EQ(r.status["state"], "failed");
+    EXPECT_EQ(r.status["conditions"][0]["reason"], "InvalidSpec");
+    EXPECT_EQ(r.status["conditions"][0]["message"], r.error);
+  }
+  // null is "not there": the defaults apply.
+  World w{Cluster(1)};
+  w.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"] = nullptr;
+  auto r = w.Step();
+  EXPECT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 2);
+}
+
+// Quantities beyond int64 ("1e300") were cast to long long (UB) for the
+// worker flags and the /dev/shm size; they are clamped, and a quantity that
+// is not finite is no quantity (0).
+TEST(ReconcileTest, HugeQuantitiesAreClampedNotCast) {
+  EXPECT_EQ(ParseQuantity("1e300Ei"), 0);  // inf
+  EXPECT_EQ(ParseQuantity("1e999"), 0);    // out of double's range
+  EXPECT_DOUBLE_EQ(ParseQuantity("1e300"), 1e300);
+  World w{Cluster(1)};
+  w.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"] = {
+      {"cpu", "1e300"}, {"memory", "1e300"}, {"nvidia.com/gpu", "1e30"}};
+  w.Converge();
+  ASSERT_EQ(w.Pods("worker").size(), 1u);
+  const json worker = w.Pods("worker")[0];
+  const std::string cmd = Cmd(worker);
+  EXPECT_NE(cmd.find("--num-cpus 9223372036854775807"), std::string::npos) << cmd;
+  EXPECT_NE(cmd.find("--num-gpus 9223372036854775807"), std::string::npos) << cmd;
+  EXPECT_NE(cmd.find("--memory 9223372036854775807"), std::string::npos) << cmd;
+  EXPECT_EQ(Volume(worker, "shared-mem")["emptyDir"]["sizeLimit"], "9223372036854775807");
+  // Negative quantities give no negative flags.
+  World neg{Cluster(1)};
+  neg.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["resources"]["limits"] = {
+      {"cpu", "-2"}, {"nvidia.com/gpu", "-4"}};
+  neg.Converge();
+  EXPECT_NE(Cmd(neg.Pods("worker")[0]).find("--num-gpus 0"), std::string::npos) << Cmd(neg.Pods("worker")[0]);
+  EXPECT_EQ(Cmd(neg.Pods("worker")[0]).find("--num-cpus"), std::string::npos);
+}
+
+// Int() read floats with get<long long>() (UB beyond int64). The replica
+// fields must be integers in [0, 2147483647] (as in the CRD); other numbers
+// are clamped.
+TEST(ReconcileTest, NumbersOutOfRangeAreCheckedNotCast) {
+  for (json bad : {json(1e300), json(-1e300), json(2.5), json(-1), json(2147483648LL), json("4"),
+                   json(18446744073709551615ULL)}) {
+    for (const char* key : {"replicas", "minReplicas", "maxReplicas"}) {
+      World w{Cluster(1)};
+      w.cluster["spec"]["workerGroupSpecs"][0][key] = bad;
+      auto r = w.Step();
+      EXPECT_NE(r.error.find(std::string("group gpu: ") + key + " must be an integer in [0, 2147483647]"),
+                std::string::npos)
+          << key << "=" << bad.dump() << ": " << r.error;
+      EXPECT_TRUE(r.actions.empty());
+    }
+  }
+  World w{Cluster(1)};
+  w.cluster["spec"]["workerGroupSpecs"][0]["maxReplicas"] = 4.0;  // a whole float is an integer
+  w.cluster["metadata"]["generation"] = 1e300;
+  w.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"]["containers"][0]["ports"] = {
+      {{"containerPort", 1e300}}, {{"containerPort", -1e300}}};
+  auto r = w.Step();
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.status["observedGeneration"], 9223372036854775807LL);
+  w.Apply(r);
+  const json ports = w.Pods("worker")[0]["spec"]["containers"][0]["ports"];
+  ASSERT_EQ(ports.size(), 3u) << ports.dump();
+  EXPECT_EQ(ports[2]["containerPort"], kMetricsPort);
+}
+
+// spec.autoscalerOptions.idleTimeoutSeconds was read with get<double>(),
+// which threw on a string; it is validated, and honoured when it is a number.
+TEST(ReconcileTest, AutoscalerOptionsIdleTimeout) {
+  for (json bad : {json("60"), json(-1), json(true)}) {
+    World w{Cluster(1, 0, 5)};
+    w.cluster["spec"]["enableAutoscaling"] = true;
+    w.cluster["spec"]["autoscalerOptions"] = {{"idleTimeoutSeconds", bad}};
+    ReconcileResult r;
+    ASSERT_NO_THROW(r = w.Step(AutoscalerInput{}));
+    EXPECT_NE(r.error.find("spec.autoscalerOptions.idleTimeoutSeconds must be a number >= 0"), std::string::npos)
+        << r.error;
+    EXPECT_EQ(r.status["state"], "failed");
+  }
+  World bad_options{Cluster(1)};
+  bad_options.cluster["spec"]["autoscalerOptions"] = "fast";
+  EXPECT_NE(bad_options.Step().error.find("spec.autoscalerOptions must be an object"), std::string::npos);
+  World bad_group{Cluster(1)};
+  bad_group.cluster["spec"]["workerGroupSpecs"][0]["idleTimeoutSeconds"] = "300";
+  EXPECT_NE(bad_group.Step().error.find("group gpu: idleTimeoutSeconds must be a number >= 0"), std::string::npos);
+
+  World w{Cluster(2, 0, 5)};
+  w.cluster["spec"]["enableAutoscaling"] = true;
+  w.cluster["spec"]["autoscalerOptions"] = {{"idleTimeoutSeconds", 300}};
+  w.Converge(AutoscalerInput{});
+  AutoscalerInput in;
+  for (const auto& p : w.Pods("worker")) in.nodes.push_back({p["status"]["podIP"], true, false, 120});
+  EXPECT_TRUE(w.Step(in).actions.empty());  // 120 s < 300 s (the default would be 60 s)
+  for (auto& n : in.nodes) n.idle_seconds = 301;
+  w.Apply(w.Step(in));
+  EXPECT_EQ(w.Pods("worker").size(), 0u);
+}
+
+// A foreign key in the head Service's selector: the merge patch sets it to
+// null (a merge patch of {"selector": want} would keep it, and the operator
+// patched the Service on every pass).
+TEST(ReconcileTest, ServiceSelectorForeignKeyIsRemoved) {
+  World w{Cluster(0)};
+  w.Converge();
+  w.obs.services[0]["spec"]["selector"]["app"] = "legacy";
+  auto r = w.Step();
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].reason, "UpdatedService");
+  const json& selector = r.actions[0].body["spec"]["selector"];
+  EXPECT_EQ(selector, (json{{"app", nullptr}})) << r.actions[0].body.dump();  // our keys are unchanged
+  w.Apply(r);
+  EXPECT_EQ(w.obs.services[0]["spec"]["selector"],
+            (json{{kLabelCluster, "demo"}, {kLabelNodeType, "head"}}));
+  EXPECT_TRUE(w.Step().actions.empty());
+  // A changed value of ours and a foreign key at once.
+  w.obs.services[0]["spec"]["selector"] = {{kLabelCluster, "other"}, {"x", "y"}};
+  auto r2 = w.Step();
+  ASSERT_EQ(r2.actions.size(), 1u);
+  EXPECT_EQ(r2.actions[0].body["spec"]["selector"],
+            (json{{kLabelCluster, "demo"}, {kLabelNodeType, "head"}, {"x", nullptr}}));
+  w.Apply(r2);
+  EXPECT_TRUE(w.Step().actions.empty());
+}
+
+// A head node that reports no address does not make the pods without an IP
+// look joined: they stay in flight, and the same demand adds nothing more.
+TEST(ReconcileTest, AutoscalingPodsWithoutIpAreInFlight) {
+  World w{Cluster(0, 0, 5)};
+  w.cluster["spec"]["enableAutoscaling"] = true;
+  w.Converge(AutoscalerInput{});
+  AutoscalerInput in = Demand(4);
+  in.nodes.push_back({"", true, false, 0});
+  auto r = w.Step(in);
+  ASSERT_EQ(Count(r, Action::Verb::kCreate, "Pod"), 1);
+  w.Apply(r);
+  for (auto& p : w.obs.pods) p["status"].erase("podIP");  // scheduled, not started
+  EXPECT_TRUE(w.Step(in).actions.empty());
+}
+
+TEST(ReconcileTest, HeadPortsMustBeValid) {
+  for (const char* port : {"0", "65536", "99999999999", "80x", ""}) {
+    World w{Cluster(1)};
+    w.cluster["spec"]["headGroupSpec"]["startParams"] = {{"port", port}};
+    EXPECT_NE(w.Step().error.find("port/dashboard-port is invalid"), std::string::npos) << port;
+  }
+}
+
 }  // namespace
 }  // namespace cohort::k8s

@@ -15,6 +15,7 @@
 #include <thread>
 
 #include "cohort/k8s/kube_client.h"
+#include "watch_line.h"  // src/k8s (private): the decoding Watch runs per line
 
 namespace cohort::k8s {
 namespace {
@@ -283,6 +284,88 @@ TEST(WatchTest, LabelSelectorIsSent) {
   EXPECT_EQ(api.selectors[0], "cohort.dev/cluster=x");
 }
 
+// KubeClient::Watch decodes each line with DecodeWatchLine inside libcurl's
+// write callback; an ERROR event's code was read outside the try block, so
+// a non-object ERROR object threw through C. Nothing in it throws.
+TEST(WatchTest, DecodeWatchLineChecksEveryType) {
+  const std::string what = "watch /p";
+  EXPECT_EQ(DecodeWatchLine("", what).kind, WatchLine::Kind::kBlank);
+  EXPECT_EQ(DecodeWatchLine(" \t\r", what).kind, WatchLine::Kind::kBlank);
+  WatchLine ok = DecodeWatchLine(Line("ADDED", Obj("a", "1")), what);
+  ASSERT_EQ(ok.kind, WatchLine::Kind::kEvent);
+  EXPECT_EQ(ok.event.type, "ADDED");
+  EXPECT_EQ(ok.event.object["metadata"]["name"], "a");
+
+  struct Case {
+    std::string line;
+    StatusCode code;
+    std::string message;  // a part of it
+  };
+  const std::vector<Case> cases = {
+      {"{", StatusCode::kInternal, "watch /p: bad event line: not JSON"},
+      {"[1]", StatusCode::kInternal, "bad event line: no type"},
+      {R"({"type": 5, "object": {}})", StatusCode::kInternal, "bad event line: no type"},
+      {R"({"type": "ADDED", "object": "x"})", StatusCode::kInternal, "the ADDED event's object is string"},
+      {R"({"type": "MODIFIED"})", StatusCode::kInternal, "the MODIFIED event's object is null"},
+      {R"({"type": "ERROR", "object": "410 Gone"})", StatusCode::kInternal,
+       "watch /p: ERROR event without a Status object: \"410 Gone\""},
+      {R"({"type": "ERROR", "object": [410]})", StatusCode::kInternal, "ERROR event without a Status object"},
+      {R"({"type": "ERROR"})", StatusCode::kInternal, "ERROR event without a Status object: null"},
+      {R"({"type": "ERROR", "object": {"code": "410"}})", StatusCode::kUnavailable, "watch /p: HTTP 500"},
+      {R"({"type": "ERROR", "object": {"code": 1e300}})", StatusCode::kUnavailable, "watch /p: HTTP 500"},
+      {R"({"type": "ERROR", "object": {"code": -410}})", StatusCode::kUnavailable, "watch /p: HTTP 500"},
+      {R"({"type": "ERROR", "object": {"code": 403, "message": {"x": 1}}})", StatusCode::kFailedPrecondition,
+       "forbidden: watch /p: HTTP 403"},
+  };
+  for (const auto& c : cases) {
+    WatchLine got;
+    ASSERT_NO_THROW(got = DecodeWatchLine(c.line, what)) << c.line;
+    ASSERT_EQ(got.kind, WatchLine::Kind::kEnd) << c.line;
+    EXPECT_EQ(got.status.code(), c.code) << c.line << ": " << got.status.ToString();
+    EXPECT_NE(got.status.message().find(c.message), std::string::npos) << c.line << ": " << got.status.ToString();
+  }
+  // 410 (an integer, or a float with no fraction) is Gone: the reflector re-lists.
+  EXPECT_TRUE(IsGone(DecodeWatchLine(R"({"type": "ERROR", "object": {"code": 410}})", what).status));
+  EXPECT_TRUE(IsGone(DecodeWatchLine(R"({"type": "ERROR", "object": {"code": 410.0, "message": 7}})", what).status));
+}
+
+TEST(WatchTest, MalformedEventsAndThrowingHandlersEndOnlyTheWatch) {
+  FakeApi api;
+  api.watches = {WatchReply{200, {R"({"type": "ERROR", "object": "410 Gone"})" "\n"}},
+                 WatchReply{200, {R"({"type": "ADDED", "object": {"metadata": "x"}})" "\n"}}};
+  KubeClient client(api.Config());
+  Status s = client.Watch(Resource::CohortClusters(), "ns", "", "1", 5, [](const WatchEvent&) { return true; });
+  EXPECT_EQ(s.code(), StatusCode::kInternal) << s.ToString();
+  EXPECT_NE(s.message().find("ERROR event without a Status object"), std::string::npos) << s.ToString();
+  // A handler that throws (here json's type_error) ends the watch with Internal.
+  s = client.Watch(Resource::CohortClusters(), "ns", "", "1", 5, [](const WatchEvent& ev) {
+    return ev.object["metadata"].value("name", "") != "";  // metadata is a string: throws
+  });
+  EXPECT_EQ(s.code(), StatusCode::kInternal) << s.ToString();
+  EXPECT_NE(s.message().find("handling an event"), std::string::npos) << s.ToString();
+
+  // The reflector's own reads are type-checked: a metadata that is not an
+  // object, a resourceVersion that is not a string.
+  api.lists = {List({}, "5")};
+  api.watches = {WatchReply{200,
+                            {Line("ADDED", {{"kind", "CohortCluster"}, {"metadata", "x"}}),
+                             Line("ADDED", {{"kind", "CohortCluster"}, {"metadata", {{"name", 5}, {"resourceVersion", 6}}}}),
+                             Line("ADDED", Obj("b", "7"))}}};
+  std::mutex mu;
+  std::vector<std::string> types;
+  Reflector r(client, Resource::CohortClusters(), FastOptions(), [&](const std::string& type, const json&) {
+    std::lock_guard<std::mutex> lock(mu);
+    types.push_back(type);
+  });
+  ASSERT_TRUE(RunUntil(r, [&] {
+    std::lock_guard<std::mutex> lock(mu);
+    return types.size() >= 3;
+  }));
+  EXPECT_EQ(types, (std::vector<std::string>{"ADDED", "ADDED", "ADDED"}));
+  EXPECT_EQ(r.resource_version(), "7");
+  EXPECT_EQ(r.Snapshot().count("ns/b"), 1u);
+}
+
 TEST(KubeClientTest, CrudPaginationStatusAndDeleteOptions) {
   FakeApi api;
   std::mutex mu;
@@ -409,6 +492,106 @@ TEST(KubeClientTest, CaFileOverPlainHttpIsHarmless) {
   EXPECT_TRUE(client.List(Resource::CohortClusters(), "ns").ok());
 }
 
+// kubeconfig fields of the wrong type: .as<std::string>() on a mapping threw
+// YAML::BadConversion out of LoadKubeconfig (nothing up to main() caught
+// it). Each is an InvalidArgument naming the file and the field.
+TEST(KubeConfigTest, MalformedFieldsAreInvalidArgument) {
+  auto dir = std::filesystem::temp_directory_path() / ("k8s_cfg_bad_" + std::to_string(getpid()));
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "config").string();
+  const std::string tail = R"(
+contexts:
+- name: ctx
+  context: {cluster: k, user: u}
+clusters:
+- name: k
+  cluster: {server: "https://127.0.0.1:6443"}
+users:
+- name: u
+  user: {token: t}
+)";
+  struct Case {
+    std::string yaml;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {"current-context: {name: ctx}" + tail, "current-context must be a string, not a mapping"},
+      {"current-context: [ctx]" + tail, "current-context must be a string, not a list"},
+      {"current-context: ctx\ncontexts: ctx\n", "contexts must be a list, not a scalar"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: [k]}]\n", "context 'ctx': context must be a mapping"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: {a: 1}}}]\n",
+       "context 'ctx': cluster must be a string, not a mapping"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k, namespace: [a]}}]\n",
+       "context 'ctx': namespace must be a string"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k}}]\nclusters: [{name: k, cluster: {server: {}}}]\n",
+       "cluster 'k': cluster.server must be a string, not a mapping"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k}}]\n"
+       "clusters: [{name: k, cluster: {server: s, insecure-skip-tls-verify: maybe}}]\n",
+       "cluster 'k': cluster.insecure-skip-tls-verify must be true or false"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k, user: u}}]\n"
+       "clusters: [{name: k, cluster: {server: s}}]\nusers: [{name: u, user: {token: [a, b]}}]\n",
+       "user 'u': user.token must be a string, not a list"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k, user: u}}]\n"
+       "clusters: [{name: k, cluster: {server: s}}]\nusers: [{name: u, user: tok}]\n",
+       "user 'u': user must be a mapping"},
+      {"current-context: ctx\ncontexts: [{name: ctx, context: {cluster: k}}]\nclusters: [{name: k, cluster: {server: }}]\n",
+       "no cluster 'k' with a server"},
+      {"just a string\n", "not a mapping but a scalar"},
+      {"[1, 2]\n", "not a mapping but a list"},
+      {"a: [\n", "kubeconfig " + path + ": yaml-cpp"},  // a parse error
+  };
+  for (const auto& c : cases) {
+    std::ofstream(path, std::ios::trunc) << c.yaml;
+    Result<KubeConfig> got = Status::Internal("not run");
+    ASSERT_NO_THROW(got = LoadKubeconfig(path)) << c.yaml;
+    ASSERT_FALSE(got.ok()) << c.yaml;
+    EXPECT_EQ(got.status().code(), StatusCode::kInvalidArgument) << got.status().ToString();
+    EXPECT_NE(got.status().message().find("kubeconfig " + path + ": "), std::string::npos) << got.status().ToString();
+    EXPECT_NE(got.status().message().find(c.message), std::string::npos) << c.yaml << "\n" << got.status().ToString();
+  }
+  // Null fields are "not there"; the explicit context wins over current-context.
+  std::ofstream(path, std::ios::trunc) << "current-context: {x: 1}\ncontexts: [{name: ctx, context: {cluster: k, user: ~}}]\n"
+                                          "clusters: [{name: k, cluster: {server: s, certificate-authority: ~}}]\n";
+  auto ok = LoadKubeconfig(path, "ctx");
+  ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+  EXPECT_EQ(ok->server, "s");
+  EXPECT_EQ(ok->ca_file, "");
+  std::filesystem::remove_all(dir);
+}
+
+// A Lease written by someone else with fields of the wrong type or out of
+// range is read with checks (value() threw, a huge float was cast to int).
+TEST(LeaderElectionTest, MalformedLeaseIsReadSafely) {
+  FakeApi api;
+  std::mutex mu;
+  json lease = {{"metadata", {{"name", "op"}, {"resourceVersion", "1"}}},
+                {"spec",
+                 {{"holderIdentity", 7},
+                  {"leaseDurationSeconds", 1e300},
+                  {"renewTime", "9999-01-01T00:00:00Z"},
+                  {"leaseTransitions", "many"}}}};
+  const std::string path = "/apis/coordination.k8s.io/v1/namespaces/ns/leases/op";
+  api.server().Get(path, [&](const httplib::Request&, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(mu);
+    res.set_content(lease.dump(), "application/json");
+  });
+  api.server().Put(path, [&](const httplib::Request& req, httplib::Response& res) {
+    std::lock_guard<std::mutex> lock(mu);
+    lease = json::parse(req.body);
+    res.set_content(lease.dump(), "application/json");
+  });
+  KubeClient client(api.Config());
+  LeaderElector a(client, {"ns", "op", "a", 15});
+  Result<bool> got = false;
+  ASSERT_NO_THROW(got = a.TryAcquireOrRenew());
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_TRUE(*got);  // no (string) holder: free
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(lease["spec"]["holderIdentity"], "a");
+  EXPECT_EQ(lease["spec"]["leaseTransitions"], 0);
+  EXPECT_EQ(lease["spec"]["leaseDurationSeconds"], 15);
+}
+
 // A Lease store with resourceVersion compare-and-swap.
 TEST(LeaderElectionTest, AcquireRenewExpireTakeover) {
   FakeApi api;
@@ -482,6 +665,24 @@ TEST(TimeTest, MicroTimeRoundTrip) {
   auto off = ParseTime("2026-01-01T01:00:00+01:00");
   ASSERT_TRUE(z && off);
   EXPECT_EQ(*z, *off);
+}
+
+// system_clock counts int64 nanoseconds (1677-09-21 .. 2262-04-11): years
+// outside 1678..2261 overflowed from_time_t (UB); they are rejected, and so
+// are offsets that are not [+-]HH:MM with HH <= 23, MM <= 59.
+TEST(TimeTest, ParseTimeRejectsWhatTheClockCannotHold) {
+  for (const char* bad : {"1012-05-01T12:00:00Z", "1677-12-31T23:59:59Z", "2262-01-01T00:00:00Z",
+                          "9999-12-31T23:59:59Z", "0000-01-01T00:00:00Z", "2026-01-01T00:00:00+24:00",
+                          "2026-01-01T00:00:00+99999999:00", "2026-01-01T00:00:00-1:00", "2026-01-01T00:00:00+01",
+                          "2026-01-01T00:00:00+01:60"})
+    EXPECT_FALSE(ParseTime(bad).has_value()) << bad;
+  auto lo = ParseTime("1678-01-01T00:00:00+23:59");
+  auto hi = ParseTime("2261-12-31T23:59:59.999999-23:59");
+  ASSERT_TRUE(lo && hi);
+  EXPECT_LT(*lo, *hi);
+  auto india = ParseTime("2026-01-01T05:30:00+05:30");
+  ASSERT_TRUE(india);
+  EXPECT_EQ(*india, *ParseTime("2026-01-01T00:00:00Z"));
 }
 
 }  // namespace

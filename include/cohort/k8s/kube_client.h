@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -36,7 +37,9 @@ struct KubeConfig {
 // (`sa_dir` overridable for tests).
 Result<KubeConfig> InClusterConfig(const std::string& sa_dir = "/var/run/secrets/kubernetes.io/serviceaccount");
 // A kubeconfig file (YAML): the current context's (or `context`'s) cluster
-// server, CA (data or file), user token / tokenFile / client cert+key.
+// server, CA (data or file), user token / tokenFile / client cert+key. An
+// unreadable file, a missing context or cluster server, or a field of the
+// wrong type is InvalidArgument "kubeconfig <path>: ..."; never throws.
 Result<KubeConfig> LoadKubeconfig(const std::string& path, const std::string& context = "");
 // $KUBECONFIG or ~/.kube/config when present, else in-cluster.
 Result<KubeConfig> DefaultConfig(const std::string& kubeconfig_path = "");
@@ -94,6 +97,8 @@ class KubeClient {
   // One watch request from resource_version; calls on_event per line until
   // the server ends the stream, on_event returns false or *stop turns true
   // (then Cancelled). HTTP 410 or an ERROR event with code 410 -> IsGone.
+  // A malformed event line, or an exception thrown by on_event, ends it with
+  // Internal (nothing throws through libcurl's callback).
   Status Watch(const Resource& r, const std::string& ns, const std::string& label_selector,
                const std::string& resource_version, int timeout_s,
                const std::function<bool(const WatchEvent&)>& on_event, const std::atomic<bool>* stop = nullptr);
@@ -174,6 +179,9 @@ class LeaderElector {
 };
 
 // RFC 3339 with microseconds ("2026-01-02T03:04:05.000000Z") and back.
+// ParseTime: nullopt when malformed, when the offset is not [+-]HH:MM
+// (HH <= 23, MM <= 59), or for years outside 1678..2261 (system_clock's
+// int64 nanoseconds end in 1677 and 2262).
 std::string FormatMicroTime(std::chrono::system_clock::time_point t);
 std::optional<std::chrono::system_clock::time_point> ParseTime(const std::string& s);
 

@@ -87,13 +87,20 @@ struct ReconcileResult {
   std::string error;                           // spec invalid (state failed)
 };
 
+// Never throws on any JSON input. A spec it cannot act on (besides what the
+// CRD checks: replica fields that are not integers in [0, 2^31-1], a
+// template, its metadata/spec/containers[] of the wrong JSON type, an
+// idleTimeoutSeconds that is not a number >= 0, a head port outside
+// 1..65535) sets `error`, state "failed" and a Ready=False/InvalidSpec
+// condition, and yields no actions.
 ReconcileResult Reconcile(const nlohmann::json& cluster, const Observed& observed,
                           const std::optional<AutoscalerInput>& autoscale, const ReconcileOptions& options);
 
 // Helpers shared with the operator and tests.
 std::string HeadServiceName(const std::string& cluster);
 std::string TokenSecretName(const std::string& cluster);
-// Kubernetes quantities: "500m" -> 0.5, "4" -> 4, "12Gi" -> 12*2^30.
+// Kubernetes quantities: "500m" -> 0.5, "4" -> 4, "12Gi" -> 12*2^30. Always
+// finite: a malformed quantity, or one beyond double's range ("1e300Ei"), is 0.
 double ParseQuantity(const std::string& q);
 // A pod is dead when Failed/Succeeded; terminating when deletionTimestamp is set.
 bool PodDead(const nlohmann::json& pod);
