@@ -72,6 +72,14 @@
 //     refusals are logged at most once a minute per client.
 //   - Incoming WebSocket messages over max_ws_message_bytes close that session
 //     with 1009 (message too big); other sessions are unaffected.
+//   - WebSocket close deadline: once the server's close frame starts out
+//     (Close() or Stop(), after the frames queued before it), the connection
+//     ends within ws_close_timeout whatever the peer sends or leaves unsent;
+//     past it the TCP connection is dropped and on_close gets 1006. (Without
+//     it, Beast 1.74 can leave a session whose peer sent a bad frame as our
+//     close started open until Stop(), counted against the caps.) The other
+//     phases are bounded too: the upgrade by a 5 s handshake timeout, an open
+//     session by idle_timeout (keep-alive pings at half of it).
 //   - Bytes in paths, queries and headers are not validated as UTF-8:
 //     percent-decoding yields arbitrary bytes (including "%00"), handed to
 //     handlers as they are. In response headers set by handlers, names that
@@ -179,13 +187,16 @@ class WebSocketSession {
   // drops the text) once Close() was called or the connection has ended.
   virtual bool SendText(std::string text) = 0;
   // Sends a close frame with `code` after every frame already queued, then
-  // waits for the peer's close frame. Later calls are ignored.
+  // waits for the peer's close frame, at most Options::ws_close_timeout from
+  // the moment the close frame starts out (then the connection is dropped:
+  // on_close gets 1006). Later calls are ignored.
   virtual void Close(uint16_t code = 1000, std::string reason = "") = 0;
   // True once Close() was called or the connection has ended.
   virtual bool closed() const = 0;
   // Called once, on the loop thread, when the connection has ended, with the
   // close code: the one we sent, or the peer's, or 1006 when the connection
-  // broke without a close frame. Set after the end: called soon (posted).
+  // broke without a close frame or was dropped at the close deadline (or at
+  // Stop() after shutdown_grace). Set after the end: called soon (posted).
   virtual void SetOnClose(std::function<void(uint16_t code)> on_close) = 0;
   // Bytes queued by SendText and not yet written (for back-pressure).
   virtual size_t buffered_bytes() const = 0;
@@ -216,6 +227,11 @@ class HttpServer {
     size_t max_connections_per_client = 64;
     size_t max_connections = 1024;
     size_t max_ws_message_bytes = size_t{64} << 10;  // incoming; more -> close 1009 (0: no limit)
+    // WebSocket: from our close frame (Close(), Stop()) to the end of the
+    // connection; then it is dropped and on_close gets 1006 ("Behaviour on
+    // the wire"). Must be positive. (Beast also gives up on a silent peer 5 s
+    // after our close frame; when that comes first, on_close gets our code.)
+    std::chrono::milliseconds ws_close_timeout{5000};
     // Scoped tokens: called on the loop thread (it must not block) for a
     // request on a non-public path whose bearer credential is not
     // bearer_token, once per credential presented, until it returns a

@@ -16,6 +16,12 @@
 //     1009 and tears the connection down; on_close reports 1009.
 //   - on_close fires exactly once, at kDone (or from ReleaseSocket when the
 //     loop was stopped before the close handshake finished).
+//   - every pending operation has a timer: Beast's handshake timeout during
+//     the upgrade, its idle timeout (keep-alive pings) while open, and from
+//     the moment our async_close starts the close deadline
+//     (Options::ws_close_timeout, ws_close_deadline.h), which ends the
+//     session with 1006 even when Beast 1.74 leaves the read and the close
+//     waiting on each other with nothing on the socket.
 #include <boost/asio/buffer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/websocket.hpp>
@@ -25,6 +31,7 @@
 
 #include "cohort/common/logging.h"
 #include "server_core.h"
+#include "ws_close_deadline.h"
 
 namespace cohort::net::internal {
 namespace {
@@ -45,13 +52,16 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
         loop_(core->loop_handle),
         upgrade_(std::move(upgrade)),
         request_(std::move(request)),
-        route_(std::move(route)) {
+        route_(std::move(route)),
+        close_deadline_(core->ioc.get_executor()) {
     ws_.emplace(std::move(stream));
   }
 
   void Run() {
     websocket::stream_base::timeout timeout{};
-    timeout.handshake_timeout = std::chrono::seconds(5);  // also bounds the close handshake
+    // Also Beast's own bound on a close handshake whose peer is silent; every
+    // close we start is bounded by ws_close_timeout besides (MaybeWrite).
+    timeout.handshake_timeout = std::chrono::seconds(5);
     timeout.idle_timeout = core_->options.idle_timeout;   // ping at half, drop at full
     timeout.keep_alive_pings = true;
     ws_->set_option(timeout);
@@ -111,11 +121,13 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
   }
 
   void ReleaseSocket() override {
+    auto self = shared_from_this();  // the deadline may hold the last other reference
     if (state_ != State::kDone) {
       state_ = State::kDone;
       closed_ = true;
       FireOnClose(kAbnormal);
     }
+    close_deadline_.Release();
     ws_.reset();
   }
 
@@ -195,12 +207,29 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
     if (pending_close_ && !close_sent_) {
       close_sent_ = true;
       writing_ = true;
+      // From here the session ends within ws_close_timeout, whatever the
+      // peer sends (ws_close_deadline.h: Beast 1.74 can leave this close and
+      // the pending read waiting on each other forever).
+      close_deadline_.Start(core_->options.ws_close_timeout,
+                            [self = shared_from_this()] { self->OnCloseDeadline(); });
       ws_->async_close(*pending_close_, [self = shared_from_this()](beast::error_code ec) {
         self->writing_ = false;
         if (self->state_ == State::kDone) return;
         self->Finish(self->pending_close_->code);
       });
     }
+  }
+
+  // Our close started ws_close_timeout ago and the session has not ended:
+  // drop the connection. Closing the socket ends what waits on it; what
+  // waits inside the stream (the stuck read and close) goes away when Finish
+  // destroys the stream.
+  void OnCloseDeadline() {
+    if (state_ == State::kDone) return;
+    COHORT_LOG(DEBUG) << "WebSocket " << route_->pattern << " from " << request_.remote_address
+                      << ": close handshake not finished within " << core_->options.ws_close_timeout.count()
+                      << " ms; connection dropped";
+    Finish(kAbnormal);
   }
 
   void Finish(uint16_t code) {
@@ -210,13 +239,17 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
     closed_ = true;
     buffered_ = 0;
     queue_.clear();
+    close_deadline_.Cancel();
     beast::get_lowest_layer(*ws_).close();
     FireOnClose(code);
-    // Destroy the stream on a later turn, when no Beast frame is on the stack;
-    // a user may keep this object after the server (and its io_context) is
-    // gone, so it must not own a socket by then. Until that turn the session
-    // stays registered, and Stop() releases it if the turn never comes.
+    // Destroy the stream on a later turn, when no Beast frame is on the stack
+    // (operations still suspended inside it are destroyed with it, which
+    // drops their references to this session); a user may keep this object
+    // after the server (and its io_context) is gone, so it must not own a
+    // socket or a timer by then. Until that turn the session stays
+    // registered, and Stop() releases it if the turn never comes.
     asio::post(core_->ioc, [self] {
+      self->close_deadline_.Release();
       self->ws_.reset();
       self->core_->Unregister(self.get());
     });
@@ -250,7 +283,8 @@ class WsSession : public Connection, public WebSocketSession, public std::enable
   std::deque<std::string> queue_;
   bool writing_ = false;
   std::optional<websocket::close_reason> pending_close_;
-  bool close_sent_ = false;
+  bool close_sent_ = false;  // our async_close has started (the deadline is armed)
+  WsCloseDeadline close_deadline_;  // released with ws_
 
   // Any thread.
   std::atomic<bool> closed_{false};
