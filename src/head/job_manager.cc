@@ -315,25 +315,21 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
   COHORT_LOG(INFO) << "job=" << m.job_id() << " succeeded";
 }
 
+JobManager::Job* JobManager::FindForNode(const std::string& node_id, const std::string& job_id, const char* what) {
+  Job* job = Find(job_id);
+  if (job == nullptr || job->worker_nodes.count(node_id)) return job;
+  COHORT_LOG(WARN) << "node=" << node_id << " sent " << what << " for job=" << job_id
+                   << ", which never ran there; dropped";
+  return nullptr;
+}
+
 void JobManager::OnLog(const std::string& node_id, const rpc::LogChunk& m) {
-  Job* job = Find(m.job_id());
-  if (job == nullptr) return;
-  if (!job->worker_nodes.count(node_id)) {
-    COHORT_LOG(WARN) << "node=" << node_id << " sent log bytes for job=" << m.job_id()
-                     << ", which never ran there; dropped";
-    return;
-  }
-  AppendLog(m.job_id(), std::string(m.data()));
+  if (FindForNode(node_id, m.job_id(), "log bytes") != nullptr) AppendLog(m.job_id(), std::string(m.data()));
 }
 
 void JobManager::OnMetrics(const std::string& node_id, const rpc::MetricReport& m) {
-  Job* job = Find(m.job_id());
+  Job* job = FindForNode(node_id, m.job_id(), "reports");
   if (job == nullptr) return;
-  if (!job->worker_nodes.count(node_id)) {
-    COHORT_LOG(WARN) << "node=" << node_id << " sent reports for job=" << m.job_id()
-                     << ", which never ran there; dropped";
-    return;
-  }
   const int world = job->record.spec.scaling ? job->record.spec.scaling->num_workers : 1;
   const double now_s = static_cast<double>(d_.clock->WallMs()) / 1000.0;
   std::vector<MetricsReport> reports;

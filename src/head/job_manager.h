@@ -130,6 +130,9 @@ class JobManager {
 
   Job* Find(const std::string& id);
   const Job* Find(const std::string& id) const;
+  // The job, when one of its workers ever ran on `node_id`; else null (and a
+  // warning: an agent spoke for a job that is not its own).
+  Job* FindForNode(const std::string& node_id, const std::string& job_id, const char* what);
   void Persist(Job& job, const std::string& event_message = "");
   void AppendLog(const std::string& id, const std::string& text);
   void TrySchedule();
