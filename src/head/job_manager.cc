@@ -198,11 +198,9 @@ void JobManager::OnRegistered(const Node& node, const rpc::Register& reg) {
   // exit is gone: the agent restarted without it, or never received its
   // start. Without this its job would stay RUNNING forever (the node itself
   // is alive, so no timeout fires).
-  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
-  for (const auto& id : running) {
-    Job* found = Find(id);
-    if (found == nullptr) continue;
-    Job& job = *found;
+  for (Job* running : RunningJobs()) {
+    Job& job = *running;
+    const std::string& id = job.record.spec.submission_id;
     if (job.record.status != JobStatus::kRunning || job.finalizing) continue;
     for (size_t r = 0; r < job.workers.size(); ++r) {
       Worker& w = job.workers[r];
@@ -315,6 +313,13 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
   COHORT_LOG(INFO) << "job=" << m.job_id() << " succeeded";
 }
 
+std::vector<JobManager::Job*> JobManager::RunningJobs() {
+  std::vector<Job*> out;
+  for (const auto& id : placed_)  // every RUNNING job is there
+    if (Job* job = Find(id); job != nullptr && job->record.status == JobStatus::kRunning) out.push_back(job);
+  return out;
+}
+
 JobManager::Job* JobManager::FindForNode(const std::string& node_id, const std::string& job_id, const char* what) {
   Job* job = Find(job_id);
   if (job == nullptr || job->worker_nodes.count(node_id)) return job;
@@ -363,11 +368,8 @@ bool JobManager::IsTerminalForMetrics(const std::string& id, bool* known) const 
 void JobManager::OnNodeDead(const std::string& node_id, const std::string& why) {
   const Node* node = d_.nodes->Find(node_id);
   const std::string address = node ? node->address : "";
-  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
-  for (const auto& id : running) {
-    Job* found = Find(id);
-    if (found == nullptr) continue;
-    Job& job = *found;
+  for (Job* running : RunningJobs()) {
+    Job& job = *running;
     if (job.record.status != JobStatus::kRunning) continue;
     for (size_t r = 0; r < job.workers.size(); ++r) {
       if (job.workers[r].node_id == node_id && !job.workers[r].exited) {
@@ -724,11 +726,8 @@ void JobManager::ObservePlacement(const Job& job) {
 void JobManager::Tick() {
   const auto now = d_.clock->Now();
   for (const auto& outcome : d_.finalizer->Take()) FinishListing(outcome);
-  const std::vector<std::string> running(placed_.begin(), placed_.end());  // RUNNING jobs are all here
-  for (const auto& id : running) {
-    Job* found = Find(id);
-    if (found == nullptr) continue;
-    Job& job = *found;
+  for (Job* running : RunningJobs()) {
+    Job& job = *running;
     if (job.record.status != JobStatus::kRunning) continue;
     if (job.stop_deadline && now > *job.stop_deadline) {
       FinishStopped(job);

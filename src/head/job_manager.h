@@ -130,6 +130,8 @@ class JobManager {
 
   Job* Find(const std::string& id);
   const Job* Find(const std::string& id) const;
+  // The RUNNING jobs, taken from placed_ (a copy: callers may change states).
+  std::vector<Job*> RunningJobs();
   // The job, when one of its workers ever ran on `node_id`; else null (and a
   // warning: an agent spoke for a job that is not its own).
   Job* FindForNode(const std::string& node_id, const std::string& job_id, const char* what);
