@@ -55,6 +55,7 @@ struct Flags {
   double seconds = 3;
   int finished = 1000;
   double finish_timeout_s = 60;
+  bool sustained_only = false;  // phase 3 alone, no job waited for (a head without agents)
 };
 
 [[noreturn]] void Die(const std::string& what) {
@@ -252,6 +253,7 @@ Flags ParseFlags(int argc, char** argv) {
     else if (a == "--seconds") f.seconds = std::atof(next().c_str());
     else if (a == "--finished") f.finished = std::atoi(next().c_str());
     else if (a == "--finish-timeout-s") f.finish_timeout_s = std::atof(next().c_str());
+    else if (a == "--sustained-only") f.sustained_only = true;
     else Die("unknown flag " + a);
   }
   if (f.url.empty() || f.token.empty()) Die("usage: control_plane_bench --url http://HOST:PORT --token T [--head-pid PID] ...");
@@ -268,10 +270,13 @@ int main(int argc, char** argv) {
   int submitted = 0;
 
   // Warm-up: the connection, the head's first-use paths (statement cache, log dir).
-  for (int i = 0; i < 5; ++i, ++submitted) TimeOne(c, trivial, f.poll_us, false);
+  for (int i = 0; i < 5; ++i, ++submitted) {
+    if (f.sustained_only) Submit(c, trivial);
+    else TimeOne(c, trivial, f.poll_us, false);
+  }
 
   // 1. Submit -> RUNNING of trivial jobs, one at a time.
-  {
+  if (!f.sustained_only) {
     std::vector<double> post, running, started;
     for (int i = 0; i < f.jobs; ++i, ++submitted) {
       Timing t = TimeOne(c, trivial, f.poll_us, false);
@@ -285,7 +290,7 @@ int main(int argc, char** argv) {
   }
 
   // 2. Gang placement: all ranks at once.
-  {
+  if (!f.sustained_only) {
     const json gang = {{"entrypoint", "true"},
                        {"scaling",
                         {{"num_workers", f.gang_workers},
@@ -338,7 +343,7 @@ int main(int argc, char** argv) {
   // 4. At least `finished` terminal jobs, then the head's memory: once when
   // the count first reaches `finished` (the head still holds the later jobs,
   // some in flight), and once every job is terminal (the head idle again).
-  {
+  if (!f.sustained_only) {
     int topped_up = 0;
     for (; submitted < f.finished; ++submitted, ++topped_up) Submit(c, trivial);
     const auto t0 = Clock::now();

@@ -4,8 +4,11 @@
 // listener and report connections) with a timeout of at most
 // flush_interval; then run queued commands, read whatever is readable, tail
 // report files, reap, escalate overdue stops to SIGKILL, and flush batches
-// when flush_interval has passed. Reaping is by waitpid(pid, WNOHANG) on each
-// wake-up (so an exit is seen within flush_interval), never waitpid(-1).
+// when flush_interval has passed. An exit is seen on the worker's pidfd (in
+// the poll set); without one, and for every worker once per flush_interval,
+// by waitid(pid, WNOHANG) — never waitpid(-1). A worker that exited is a
+// zombie until reaped, so its number cannot be reused: its group is killed
+// before the reap.
 #include "supervisor.h"
 
 #include <fcntl.h>
@@ -13,6 +16,7 @@
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -88,6 +92,8 @@ struct Supervisor::Worker {
 
   WorkerKey key;
   pid_t pid = -1;
+  int pidfd = -1;          // readable once the worker's main process exited
+  bool exit_seen = false;  // the pidfd fired
   std::string prefix;  // "" or "[rank R] "
   Resources resources;
   Stream out;
@@ -115,6 +121,7 @@ struct Supervisor::Worker {
     CloseFd(listen_fd);
     for (ReportConn& c : conns) CloseFd(c.fd);
     CloseFd(report_file_fd);
+    CloseFd(pidfd);
   }
 };
 
@@ -244,7 +251,7 @@ void Supervisor::PublishSnapshot() {
 // The loop.
 
 void Supervisor::Loop() {
-  enum Kind { kOut, kErr, kListen, kConn };
+  enum Kind { kOut, kErr, kListen, kConn, kExit };
   struct Source {
     Worker* worker;
     Kind kind;
@@ -253,6 +260,11 @@ void Supervisor::Loop() {
   std::vector<pollfd> pfds;
   std::vector<Source> sources;  // parallel to pfds[1..]
   Deadline next_flush = Deadline::After(options_.flush_interval);
+  // Here: the guard's death signal is tied to this thread.
+  if (Status s = spawner_.Start(); !s.ok()) {
+    COHORT_LOG(WARN) << "agent: cannot start the worker guard (" << s.message()
+                     << "); workers still die with the agent, what they start may not";
+  }
 
   for (;;) {
     pfds.clear();
@@ -274,6 +286,10 @@ void Supervisor::Loop() {
       for (size_t i = 0; i < w->conns.size(); ++i) {
         pfds.push_back({w->conns[i].fd, POLLIN, 0});
         sources.push_back({w.get(), kConn, i});
+      }
+      if (w->pidfd >= 0 && !w->exit_seen) {
+        pfds.push_back({w->pidfd, POLLIN, 0});
+        sources.push_back({w.get(), kExit, 0});
       }
     }
     int timeout = -1;
@@ -302,6 +318,7 @@ void Supervisor::Loop() {
           case kErr: ReadOutput(*s.worker, true, false); break;
           case kListen: AcceptReports(*s.worker); break;
           case kConn: ReadReports(*s.worker, s.conn, false); break;
+          case kExit: s.worker->exit_seen = true; break;
         }
       }
       for (auto& [key, w] : workers_) {
@@ -311,7 +328,8 @@ void Supervisor::Loop() {
     }
     HandleCommands();
     for (auto& [key, w] : workers_) TailReportFile(*w);
-    ReapAll();
+    const bool tick = next_flush.Expired();
+    ReapAll(/*all=*/tick);
     for (auto& [key, w] : workers_) {
       if (w->stopping && !w->killed && w->kill_at.Expired()) {
         COHORT_LOG(INFO) << "agent: worker " << key.ToString()
@@ -320,9 +338,14 @@ void Supervisor::Loop() {
         w->killed = true;
       }
     }
-    if (next_flush.Expired()) {
+    if (tick) {
       for (auto& [key, w] : workers_) Flush(*w);
       next_flush = Deadline::After(options_.flush_interval);
+      if (!spawner_.guard_alive()) {
+        std::vector<pid_t> live;
+        for (auto& [key, w] : workers_) live.push_back(w->pid);
+        spawner_.RestartGuard(live);
+      }
     }
     if (shutting_down_) {
       if (!kill_on_shutdown_ || workers_.empty()) break;
@@ -335,6 +358,9 @@ void Supervisor::Loop() {
   }
   // Leaving: what was read so far still goes out.
   for (auto& [key, w] : workers_) Flush(*w);
+  // Abandoned workers' groups die now (the guard's pipe closes); the workers
+  // themselves also die of their death signal as this thread ends.
+  spawner_.Abandon();
 }
 
 void Supervisor::HandleCommands() {
@@ -443,7 +469,7 @@ void Supervisor::DoSpawn(SpawnRequest req) {
   for (const auto& [k, v] : req.env) spec.env.push_back(k + "=" + v);
   spec.stdout_fd = out_pipe[1];
   spec.stderr_fd = err_pipe[1];
-  Result<pid_t> pid = SpawnWorker(spec);
+  Result<pid_t> pid = spawner_.Spawn(spec);
   CloseFd(out_pipe[1]);
   CloseFd(err_pipe[1]);
   if (!pid.ok()) {
@@ -454,6 +480,8 @@ void Supervisor::DoSpawn(SpawnRequest req) {
     return;
   }
   w->pid = *pid;
+  // A process that exited but was not reaped keeps its number: no race.
+  w->pidfd = static_cast<int>(::syscall(SYS_pidfd_open, w->pid, 0));
   w->out.fd = out_pipe[0];
   w->err.fd = err_pipe[0];
   SetNonBlocking(w->out.fd);
@@ -653,19 +681,36 @@ void Supervisor::Flush(Worker& w) {
 // ---------------------------------------------------------------------------
 // Exits.
 
-void Supervisor::ReapAll() {
+void Supervisor::ReapAll(bool all) {
   for (auto it = workers_.begin(); it != workers_.end();) {
-    int status = 0;
-    pid_t r;
-    do {
-      r = ::waitpid(it->second->pid, &status, WNOHANG);
-    } while (r < 0 && errno == EINTR);
-    if (r == 0) {
+    Worker& w = *it->second;
+    if (!all && w.pidfd >= 0 && !w.exit_seen) {
       ++it;
       continue;
     }
-    if (r < 0) status = -1;  // ECHILD: someone else reaped it (SIGCHLD ignored?)
-    rpc::AgentMessage exited = Finalize(*it->second, status);
+    siginfo_t info;
+    std::memset(&info, 0, sizeof(info));
+    int r;
+    do {
+      r = ::waitid(P_PID, static_cast<id_t>(w.pid), &info, WEXITED | WNOHANG | WNOWAIT);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0 && info.si_pid == 0) {
+      ++it;
+      continue;
+    }
+    int status = -1;  // ECHILD: someone else reaped it (SIGCHLD ignored?)
+    if (r == 0) {
+      // Still a zombie, so the group id is still this worker's: whatever it
+      // left running in its group goes with it, then the reap.
+      ::kill(-w.pid, SIGKILL);
+      pid_t p;
+      do {
+        p = ::waitpid(w.pid, &status, 0);
+      } while (p < 0 && errno == EINTR);
+      if (p != w.pid) status = -1;
+    }
+    spawner_.Forget(w.pid);
+    rpc::AgentMessage exited = Finalize(w, status);
     it = workers_.erase(it);
     // Whoever sees the exit must not find the worker in a snapshot anymore.
     PublishSnapshot();
@@ -674,9 +719,8 @@ void Supervisor::ReapAll() {
 }
 
 rpc::AgentMessage Supervisor::Finalize(Worker& w, int wait_status) {
-  // Whatever the worker left running in its group goes with it; then its
-  // last output and reports are collected before the exit is reported.
-  ::kill(-w.pid, SIGKILL);
+  // The group was killed by ReapAll: the last output and reports are
+  // collected before the exit is reported.
   ReadOutput(w, false, /*drain=*/true);
   ReadOutput(w, true, /*drain=*/true);
   AppendOutput(w, w.out.pending, true);

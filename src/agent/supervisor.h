@@ -5,7 +5,8 @@
 // reads their stdout/stderr pipes and their report channel (a Unix socket,
 // or a file when no socket can be made), batches output into LogChunk and
 // report lines into MetricReport at least every flush_interval, reaps them
-// (waitpid on their pids only) and signals their process groups. Everything
+// (their pids only, when their pidfd says they exited) and signals their
+// process groups. Everything
 // it has to say to the head goes into the Outbox, per worker in order:
 // WorkerStarted, LogChunk/MetricReport..., WorkerExited.
 //
@@ -39,6 +40,7 @@
 #include "cohort/common/deadline.h"
 #include "cohort/common/status.h"
 #include "outbox.h"
+#include "spawn.h"
 
 namespace cohort::agent {
 
@@ -130,7 +132,9 @@ class Supervisor {
   void TailReportFile(Worker& w);
   void TakeReportLines(Worker& w, std::string& pending, bool at_eof);
   void Flush(Worker& w);
-  void ReapAll();
+  // Reaps the workers that exited: those whose exit descriptor fired (or
+  // that have none), or every worker when `all`.
+  void ReapAll(bool all);
   // Collects the last output and returns the WorkerExited to send.
   rpc::AgentMessage Finalize(Worker& w, int wait_status);
   void PublishSnapshot();
@@ -151,6 +155,7 @@ class Supervisor {
 
   // Supervisor thread only (and Shutdown() after the thread ended).
   std::map<WorkerKey, std::unique_ptr<Worker>> workers_;
+  Spawner spawner_;
   uint64_t report_seq_ = 0;
   bool shutting_down_ = false;
   bool kill_on_shutdown_ = false;
