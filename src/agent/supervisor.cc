@@ -1,10 +1,10 @@
 // Supervisor implementation; see supervisor.h.
 //
 // The loop: poll(wake pipe, every worker's stdout/stderr pipe, report
-// listener and report connections) with a timeout of at most
-// flush_interval; then run queued commands, read whatever is readable, tail
-// report files, reap, escalate overdue stops to SIGKILL, and flush batches
-// when flush_interval has passed. An exit is seen on the worker's pidfd (in
+// listener and connections, exit pidfd) with a timeout of at most
+// flush_interval; then read whatever is readable, tail report files, reap,
+// run queued commands, escalate overdue stops to SIGKILL, flush batches when
+// flush_interval has passed, and hand what it has to say to the outbox. An exit is seen on the worker's pidfd (in
 // the poll set); without one, and for every worker once per flush_interval,
 // by waitid(pid, WNOHANG) — never waitpid(-1). A worker that exited is a
 // zombie until reaped, so its number cannot be reused: its group is killed
@@ -232,6 +232,15 @@ size_t Supervisor::num_running() const {
   return snapshot_.workers.size();
 }
 
+void Supervisor::Emit(rpc::AgentMessage msg) { emitted_.push_back(std::move(msg)); }
+
+void Supervisor::Commit() {
+  if (snapshot_dirty_) PublishSnapshot();
+  snapshot_dirty_ = false;
+  for (rpc::AgentMessage& m : emitted_) outbox_->Push(std::move(m));
+  emitted_.clear();
+}
+
 void Supervisor::PublishSnapshot() {
   SupervisorSnapshot s;
   for (const auto& [key, w] : workers_) {
@@ -326,10 +335,10 @@ void Supervisor::Loop() {
         w->conns.erase(std::remove_if(w->conns.begin(), w->conns.end(), closed), w->conns.end());
       }
     }
-    HandleCommands();
     for (auto& [key, w] : workers_) TailReportFile(*w);
     const bool tick = next_flush.Expired();
-    ReapAll(/*all=*/tick);
+    ReapAll(/*all=*/tick);  // before new spawns: exits first, so no backlog builds
+    HandleCommands();
     for (auto& [key, w] : workers_) {
       if (w->stopping && !w->killed && w->kill_at.Expired()) {
         COHORT_LOG(INFO) << "agent: worker " << key.ToString()
@@ -347,6 +356,7 @@ void Supervisor::Loop() {
         spawner_.RestartGuard(live);
       }
     }
+    Commit();
     if (shutting_down_) {
       if (!kill_on_shutdown_ || workers_.empty()) break;
       if (shutdown_until_.Expired()) {
@@ -358,6 +368,7 @@ void Supervisor::Loop() {
   }
   // Leaving: what was read so far still goes out.
   for (auto& [key, w] : workers_) Flush(*w);
+  Commit();
   // Abandoned workers' groups die now (the guard's pipe closes); the workers
   // themselves also die of their death signal as this thread ends.
   spawner_.Abandon();
@@ -373,7 +384,7 @@ void Supervisor::HandleCommands() {
     switch (c.kind) {
       case Command::kSpawn:
         if (shutting_down_) {
-          outbox_->Push(NeverStarted(c.spawn.key, 0,
+          Emit(NeverStarted(c.spawn.key, 0,
                                      "the agent is stopping; the worker was not started"));
         } else {
           DoSpawn(std::move(c.spawn));
@@ -449,7 +460,7 @@ void Supervisor::DoSpawn(SpawnRequest req) {
     COHORT_LOG(WARN) << "agent: cannot open " << log_path << ": " << std::strerror(errno);
   }
   if (!SetUpReportChannel(*w, req.scratch_dir)) {
-    outbox_->Push(NeverStarted(req.key, 0, "cannot create a report channel for the worker"));
+    Emit(NeverStarted(req.key, 0, "cannot create a report channel for the worker"));
     return;
   }
   req.env["COHORT_REPORT_PATH"] = w->report_path;
@@ -460,7 +471,7 @@ void Supervisor::DoSpawn(SpawnRequest req) {
     std::string why = std::strerror(errno);
     for (int* fd : {&out_pipe[0], &out_pipe[1], &err_pipe[0], &err_pipe[1]}) CloseFd(*fd);
     if (w->listen_fd >= 0) ::unlink(w->report_path.c_str());
-    outbox_->Push(NeverStarted(req.key, 0, "cannot create output pipes: " + why));
+    Emit(NeverStarted(req.key, 0, "cannot create output pipes: " + why));
     return;
   }
   SpawnSpec spec;
@@ -476,7 +487,7 @@ void Supervisor::DoSpawn(SpawnRequest req) {
     CloseFd(out_pipe[0]);
     CloseFd(err_pipe[0]);
     if (w->listen_fd >= 0) ::unlink(w->report_path.c_str());
-    outbox_->Push(NeverStarted(req.key, 0, "cannot start the worker: " + pid.status().message()));
+    Emit(NeverStarted(req.key, 0, "cannot start the worker: " + pid.status().message()));
     return;
   }
   w->pid = *pid;
@@ -495,8 +506,8 @@ void Supervisor::DoSpawn(SpawnRequest req) {
   s->set_pid(w->pid);
   COHORT_LOG(INFO) << "agent: started worker " << req.key.ToString() << " pid=" << w->pid;
   workers_.emplace(req.key, std::move(w));
-  PublishSnapshot();  // before the head can hear of it
-  outbox_->Push(std::move(started));
+  snapshot_dirty_ = true;  // published before the head can hear of it (Commit)
+  Emit(std::move(started));
 }
 
 void Supervisor::DoStop(const WorkerFilter& filter, int signo, std::chrono::milliseconds grace) {
@@ -663,7 +674,7 @@ void Supervisor::Flush(Worker& w) {
     c->set_rank(w.key.rank);
     c->set_data(std::move(w.log_batch));
     w.log_batch.clear();
-    outbox_->Push(std::move(msg));
+    Emit(std::move(msg));
   }
   if (!w.metric_batch.empty()) {
     rpc::AgentMessage msg;
@@ -674,7 +685,7 @@ void Supervisor::Flush(Worker& w) {
     for (std::string& line : w.metric_batch) m->add_json_lines(std::move(line));
     w.metric_batch.clear();
     w.metric_bytes = 0;
-    outbox_->Push(std::move(msg));
+    Emit(std::move(msg));
   }
 }
 
@@ -713,8 +724,8 @@ void Supervisor::ReapAll(bool all) {
     rpc::AgentMessage exited = Finalize(w, status);
     it = workers_.erase(it);
     // Whoever sees the exit must not find the worker in a snapshot anymore.
-    PublishSnapshot();
-    outbox_->Push(std::move(exited));
+    snapshot_dirty_ = true;
+    Emit(std::move(exited));
   }
 }
 

@@ -138,6 +138,12 @@ class Supervisor {
   // Collects the last output and returns the WorkerExited to send.
   rpc::AgentMessage Finalize(Worker& w, int wait_status);
   void PublishSnapshot();
+  // Messages for the head go out in Commit(), once per loop iteration, after
+  // the snapshot has been published once for all of that iteration's starts
+  // and exits (so whoever hears of one finds the snapshot agreeing); one
+  // queue keeps each worker's order: started, output..., exited.
+  void Emit(rpc::AgentMessage msg);
+  void Commit();
 
   const Options options_;
   Outbox* const outbox_;
@@ -156,6 +162,8 @@ class Supervisor {
   // Supervisor thread only (and Shutdown() after the thread ended).
   std::map<WorkerKey, std::unique_ptr<Worker>> workers_;
   Spawner spawner_;
+  std::vector<rpc::AgentMessage> emitted_;
+  bool snapshot_dirty_ = false;
   uint64_t report_seq_ = 0;
   bool shutting_down_ = false;
   bool kill_on_shutdown_ = false;
