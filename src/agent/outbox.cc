@@ -1,6 +1,8 @@
 // Outbox implementation; see outbox.h.
 #include "outbox.h"
 
+#include <algorithm>
+
 #include "cohort/common/logging.h"
 
 namespace cohort::agent {
@@ -85,6 +87,65 @@ void Outbox::Interrupt() {
 bool Outbox::WaitEmpty(Deadline deadline) {
   std::unique_lock<std::mutex> lock(mu_);
   return cv_.wait_until(lock, deadline.when(), [&] { return queue_.empty(); });
+}
+
+void Outbox::Sent(rpc::AgentMessage msg) {
+  if (!msg.has_log() || !msg.log().has_offset()) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  WorkerKey key{msg.log().job_id(), msg.log().attempt(), msg.log().rank()};
+  SentChunk c;
+  c.seq = ++sent_seq_;
+  c.bytes = msg.log().data().size();
+  c.msg = std::move(msg);
+  unacked_bytes_ += c.bytes;
+  unacked_[key].push_back(std::move(c));
+  // Over the bound: forget the oldest sent chunk (of whichever worker).
+  while (unacked_bytes_ > kMaxUnackedBytes) {
+    auto oldest = unacked_.end();
+    for (auto it = unacked_.begin(); it != unacked_.end(); ++it) {
+      if (oldest == unacked_.end() || it->second.front().seq < oldest->second.front().seq) oldest = it;
+    }
+    unacked_bytes_ -= oldest->second.front().bytes;
+    oldest->second.pop_front();
+    if (oldest->second.empty()) unacked_.erase(oldest);
+  }
+}
+
+void Outbox::Ack(const rpc::LogAck& ack) {
+  std::lock_guard<std::mutex> lock(mu_);
+  for (const rpc::LogMark& mark : ack.marks()) {
+    auto it = unacked_.find(WorkerKey{mark.job_id(), mark.attempt(), mark.rank()});
+    if (it == unacked_.end()) continue;
+    std::deque<SentChunk>& chunks = it->second;
+    while (!chunks.empty() && chunks.front().msg.log().offset() + chunks.front().bytes <= mark.offset()) {
+      unacked_bytes_ -= chunks.front().bytes;
+      chunks.pop_front();
+    }
+    if (chunks.empty()) unacked_.erase(it);
+  }
+}
+
+void Outbox::Requeue() {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<SentChunk*> all;
+  for (auto& [key, chunks] : unacked_) {
+    for (SentChunk& c : chunks) all.push_back(&c);
+  }
+  std::sort(all.begin(), all.end(), [](const SentChunk* a, const SentChunk* b) { return a->seq < b->seq; });
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {  // in the order they were sent
+    Entry e = MakeEntry(std::move((*it)->msg));
+    droppable_bytes_ += e.bytes;
+    queue_.push_front(std::move(e));
+  }
+  unacked_.clear();
+  unacked_bytes_ = 0;
+  TrimLocked();
+  cv_.notify_all();
+}
+
+size_t Outbox::unacked_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return unacked_bytes_;
 }
 
 size_t Outbox::size() const {

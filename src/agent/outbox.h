@@ -9,16 +9,25 @@
 // MetricReport) exceed max_bytes, the oldest of them are dropped and counted;
 // WorkerStarted/WorkerExited are never dropped (they are small and few).
 //
+// Log chunks the writer sent (those with LogChunk.offset) are kept until the
+// head's LogAck covers them (Sent/Ack); at the next registration Requeue()
+// puts those still kept back at the front, so chunks lost in flight with a
+// broken stream or a killed head are sent again. Also bounded: past
+// kMaxUnackedBytes the oldest are forgotten (the head notes the gap).
+//
 // Thread-safe (one mutex). Invariant: droppable_bytes_ == sum of the sizes of
-// the droppable entries in queue_.
+// the droppable entries in queue_; unacked_bytes_ == sum over unacked_.
 #pragma once
 
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <map>
 #include <mutex>
 #include <optional>
+#include <string>
+#include <tuple>
 #include <vector>
 
 #include "cohort.pb.h"
@@ -42,6 +51,17 @@ class Outbox {
 
   // Waits until the queue is empty or `deadline` passes; true when empty.
   bool WaitEmpty(Deadline deadline);
+
+  // A LogChunk with an offset that the writer has written to the stream.
+  void Sent(rpc::AgentMessage msg);
+  // Forgets the sent chunks the marks cover.
+  void Ack(const rpc::LogAck& ack);
+  // The sent chunks not acknowledged go back to the front of the queue, in
+  // the order they were sent. Call before the first Take()
+  // on a new stream.
+  void Requeue();
+  static constexpr size_t kMaxUnackedBytes = size_t{16} << 20;
+  size_t unacked_bytes() const;
 
   size_t size() const;
   // Droppable messages dropped for lack of room so far.
@@ -69,6 +89,15 @@ class Outbox {
   uint64_t dropped_ = 0;        // GUARDED_BY(mu_)
   bool interrupted_ = false;    // GUARDED_BY(mu_)
   std::deque<rpc::WorkerExited> recent_exits_;  // GUARDED_BY(mu_)
+  struct SentChunk {
+    uint64_t seq = 0;  // order of sending, across workers
+    rpc::AgentMessage msg;
+    size_t bytes = 0;
+  };
+  using WorkerKey = std::tuple<std::string, int32_t, int32_t>;  // job, attempt, rank
+  std::map<WorkerKey, std::deque<SentChunk>> unacked_;         // GUARDED_BY(mu_)
+  size_t unacked_bytes_ = 0;                                    // GUARDED_BY(mu_)
+  uint64_t sent_seq_ = 0;                                       // GUARDED_BY(mu_)
 };
 
 }  // namespace cohort::agent

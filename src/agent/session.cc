@@ -156,6 +156,8 @@ void Agent::Impl::WriterLoop(rpc::HeadStream& stream, const rpc::AgentMessage& r
       return;
     }
   }
+  // What the last stream carried but the head never acknowledged goes first.
+  outbox_.Requeue();
   Deadline next_heartbeat = Deadline::After(std::chrono::milliseconds(0));
   while (!sync.ended) {
     if (draining_ && outbox_.size() == 0) {
@@ -173,6 +175,7 @@ void Agent::Impl::WriterLoop(rpc::HeadStream& stream, const rpc::AgentMessage& r
       outbox_.PushFront(std::move(*msg));  // sent again after the next registration
       break;
     }
+    outbox_.Sent(std::move(*msg));  // a log chunk is kept until the head acknowledges it
   }
   stream.Cancel();
 }
@@ -191,6 +194,9 @@ bool Agent::Impl::Dispatch(const rpc::HeadMessage& msg) {
       return false;
     case rpc::HeadMessage::kRegistered:
       AdoptRegistration(msg.registered());
+      return true;
+    case rpc::HeadMessage::kLogAck:
+      outbox_.Ack(msg.log_ack());
       return true;
     default:
       COHORT_LOG(WARN) << "agent: ignoring an unknown message from the head (a newer head?)";

@@ -100,6 +100,7 @@ struct Supervisor::Worker {
   Stream err;
   int log_file_fd = -1;  // <scratch>/output.log
   std::string log_batch;
+  uint64_t log_offset = 0;  // bytes of output handed to the outbox so far (LogChunk.offset)
 
   std::string report_path;
   int listen_fd = -1;       // socket channel
@@ -672,6 +673,8 @@ void Supervisor::Flush(Worker& w) {
     c->set_job_id(w.key.job_id);
     c->set_attempt(w.key.attempt);
     c->set_rank(w.key.rank);
+    c->set_offset(w.log_offset);
+    w.log_offset += w.log_batch.size();
     c->set_data(std::move(w.log_batch));
     w.log_batch.clear();
     Emit(std::move(msg));

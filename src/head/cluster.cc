@@ -105,6 +105,19 @@ void Cluster::Tick() {
     if (Node* node = nodes_.Find(id); node && nodes_.MarkDead(*node, why, /*left=*/false)) jobs_.OnNodeDead(id, why);
   }
   jobs_.Tick();
+  SendLogAcks();
+}
+
+void Cluster::SendLogAcks() {
+  std::map<std::string, rpc::HeadMessage> by_node;
+  for (LogWriter::Ack& a : log_writer_->TakeAcks()) {
+    rpc::LogMark* m = by_node[a.node_id].mutable_log_ack()->add_marks();
+    m->set_job_id(std::move(a.job_id));
+    m->set_attempt(a.attempt);
+    m->set_rank(a.rank);
+    m->set_offset(a.offset);
+  }
+  for (const auto& [node_id, msg] : by_node) nodes_.Send(node_id, msg);  // a node gone: it resends
 }
 
 std::set<int> Cluster::TEST_PortsInUse() {

@@ -126,6 +126,8 @@ class Cluster : public rpc::HeadHandler {
  private:
   static Reply FromStatus(const Status& st);
   static Reply JsonReply(int status, const json_t& body);
+  // The log writer's acknowledgements, one LogAck per node (tick thread).
+  void SendLogAcks() REQUIRES(mu_);
 
   const HeadOptions options_;
   const Deps deps_;

@@ -329,7 +329,12 @@ JobManager::Job* JobManager::FindForNode(const std::string& node_id, const std::
 }
 
 void JobManager::OnLog(const std::string& node_id, const rpc::LogChunk& m) {
-  if (FindForNode(node_id, m.job_id(), "log bytes") != nullptr) AppendLog(m.job_id(), std::string(m.data()));
+  if (FindForNode(node_id, m.job_id(), "log bytes") == nullptr) return;
+  if (m.has_offset()) {
+    d_.log_writer->AppendChunk(node_id, m.job_id(), m.attempt(), m.rank(), m.offset(), std::string(m.data()));
+  } else {
+    AppendLog(m.job_id(), std::string(m.data()));
+  }
 }
 
 void JobManager::OnMetrics(const std::string& node_id, const rpc::MetricReport& m) {

@@ -63,6 +63,51 @@ TEST(OutboxTest, DropsOldestLogsButNeverExits) {
   EXPECT_LE(log_bytes, 3000u);
 }
 
+rpc::AgentMessage Chunk(int rank, uint64_t offset, const std::string& data) {
+  rpc::AgentMessage m = Log(data);
+  m.mutable_log()->set_rank(rank);
+  m.mutable_log()->set_offset(offset);
+  return m;
+}
+
+rpc::LogAck AckOf(int rank, uint64_t offset) {
+  rpc::LogAck ack;
+  rpc::LogMark* m = ack.add_marks();
+  m->set_job_id("j");
+  m->set_rank(rank);
+  m->set_offset(offset);
+  return ack;
+}
+
+TEST(OutboxTest, SentChunksComeBackUntilAcknowledged) {
+  Outbox box(1 << 20);
+  box.Sent(Chunk(0, 0, "a0\n"));
+  box.Sent(Chunk(1, 0, "b0\n"));
+  box.Sent(Chunk(0, 3, "a1\n"));
+  box.Sent(Log("no offset: not kept"));
+  EXPECT_EQ(box.unacked_bytes(), 9u);
+  box.Ack(AckOf(0, 3));  // covers a0 only
+  EXPECT_EQ(box.unacked_bytes(), 6u);
+  box.Push(Chunk(0, 6, "a2\n"));  // queued, never sent
+  box.Requeue();
+  EXPECT_EQ(box.unacked_bytes(), 0u);
+  std::vector<std::string> order;
+  while (auto m = box.Take(Deadline::After(1ms))) order.push_back(m->log().data());
+  // In the order they were sent, the requeued ones before what was queued.
+  EXPECT_EQ(order, (std::vector<std::string>{"b0\n", "a1\n", "a2\n"}));
+}
+
+TEST(OutboxTest, SentChunksAreBounded) {
+  Outbox box(size_t{64} << 20);
+  const std::string mib(size_t{1} << 20, 'x');
+  for (uint64_t i = 0; i < 20; ++i) box.Sent(Chunk(0, i << 20, mib));
+  EXPECT_LE(box.unacked_bytes(), Outbox::kMaxUnackedBytes);
+  box.Requeue();
+  auto first = box.Take(Deadline::After(1ms));
+  ASSERT_TRUE(first.has_value());
+  EXPECT_EQ(first->log().offset(), uint64_t{4} << 20);  // the oldest four were forgotten
+}
+
 TEST(OutboxTest, InterruptWakesATake) {
   Outbox box(1 << 20);
   std::thread t([&] {

@@ -440,9 +440,14 @@ TEST(AgentTest, ReconnectsAndReattachesRunningWorkers) {
   ASSERT_TRUE(head->Wait([&](const Record& r) { return FindExit(r, id) != nullptr; }));
 }
 
+// A head that acknowledges what it received (LogAck, as the real one does
+// once the bytes are in the job's log): only what was printed while no head
+// was there is sent to the restarted one.
 TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   TempDir dir;
-  auto head = StartHead();
+  FakeHead::Options acking;
+  acking.ack_logs = true;
+  auto head = StartHead(acking);
   int port = head->port();
   Agent agent(TestOptions(head->address(), dir.path()));
   ASSERT_TRUE(agent.Start().ok());
@@ -451,22 +456,58 @@ TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   ASSERT_TRUE(head->Wait([&](const Record& r) {
     return r.logs.count(id) != 0 && r.logs.at(id) == "one\n";
   }));
+  std::this_thread::sleep_for(200ms);  // the ack's way back
   head->Shutdown();  // "two" is printed while there is no head
   std::this_thread::sleep_for(1s);
   EXPECT_FALSE(agent.connected());
 
-  FakeHead::Options o;
-  o.port = port;
-  o.cluster_token = "secret";
-  auto restarted = StartHead(o);
+  acking.port = port;
+  auto restarted = StartHead(acking);
   ASSERT_TRUE(restarted->Wait([&](const Record& r) {
     return r.registrations.size() == 1 && r.logs.count(id) != 0;
   }));
   restarted->With([&](const Record& r) {
     EXPECT_EQ(r.registrations[0].running_workers_size(), 1);
     EXPECT_EQ(r.logs.at(id), "two\n");
+    EXPECT_EQ(r.log_offsets.at(id), std::vector<uint64_t>{4});
   });
   EXPECT_TRUE(agent.connected());
+}
+
+// Chunks the stream carried but the head never acknowledged (it was killed
+// before writing them) are sent again, first, at their offsets.
+TEST(AgentTest, LogChunksNotAcknowledgedAreSentAgain) {
+  TempDir dir;
+  auto head = StartHead();  // never acknowledges
+  int port = head->port();
+  Agent agent(TestOptions(head->address(), dir.path()));
+  ASSERT_TRUE(agent.Start().ok());
+  head->Send(StartMsg("r", 0, 0, "echo one; sleep 0.5; echo two; sleep 60"));
+  WorkerId id{"r", 0, 0};
+  ASSERT_TRUE(head->Wait([&](const Record& r) {
+    return r.logs.count(id) != 0 && r.logs.at(id) == "one\n";
+  }));
+  head->Shutdown();
+  std::this_thread::sleep_for(1s);
+
+  FakeHead::Options o;
+  o.port = port;
+  o.ack_logs = true;
+  auto restarted = StartHead(o);
+  ASSERT_TRUE(restarted->Wait([&](const Record& r) {
+    return r.logs.count(id) != 0 && r.logs.at(id) == "one\ntwo\n";
+  }));
+  restarted->With([&](const Record& r) {
+    EXPECT_EQ(r.log_offsets.at(id), (std::vector<uint64_t>{0, 4}));
+  });
+  // Acknowledged now: a third head gets nothing of it again.
+  std::this_thread::sleep_for(200ms);
+  restarted->Shutdown();
+  std::this_thread::sleep_for(500ms);
+  auto third = StartHead(o);
+  ASSERT_TRUE(third->Wait([&](const Record& r) { return r.registrations.size() == 1; }));
+  std::this_thread::sleep_for(300ms);
+  third->With([&](const Record& r) { EXPECT_EQ(r.logs.count(id), 0u); });
 }
 
 TEST(AgentTest, RefusalOnReconnectEndsTheAgent) {

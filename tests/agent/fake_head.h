@@ -37,6 +37,7 @@ class FakeHead final : public rpc::HeadHandler {
     int port = 0;
     uint32_t protocol_version = rpc::kProtocolVersion;
     std::string cluster_token;
+    bool ack_logs = false;  // answer each LogChunk with a LogAck (as the head does)
   };
 
   // Everything the agent sent, by kind.
@@ -46,6 +47,7 @@ class FakeHead final : public rpc::HeadHandler {
     std::vector<rpc::WorkerStarted> started;
     std::vector<rpc::WorkerExited> exited;
     std::map<WorkerId, std::string> logs;
+    std::map<WorkerId, std::vector<uint64_t>> log_offsets;  // LogChunk.offset of each chunk
     std::map<WorkerId, std::vector<std::string>> metrics;
     int disconnects = 0;
     int package_requests = 0;
@@ -124,7 +126,16 @@ class FakeHead final : public rpc::HeadHandler {
     reply.mutable_registered()->set_heartbeat_interval_ms(100);
     return reply;
   }
-  void OnMessage(rpc::AgentSession&, const rpc::AgentMessage& msg) override {
+  void OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg) override {
+    if (msg.has_log() && options_.ack_logs) {
+      rpc::HeadMessage ack;
+      rpc::LogMark* m = ack.mutable_log_ack()->add_marks();
+      m->set_job_id(msg.log().job_id());
+      m->set_attempt(msg.log().attempt());
+      m->set_rank(msg.log().rank());
+      m->set_offset(msg.log().offset() + msg.log().data().size());
+      session.Send(ack);
+    }
     std::lock_guard<std::mutex> lock(mu_);
     switch (msg.msg_case()) {
       case rpc::AgentMessage::kHeartbeat: record_.heartbeats.push_back(msg.heartbeat()); break;
@@ -133,6 +144,7 @@ class FakeHead final : public rpc::HeadHandler {
       case rpc::AgentMessage::kLog: {
         const auto& l = msg.log();
         record_.logs[{l.job_id(), l.attempt(), l.rank()}] += l.data();
+        record_.log_offsets[{l.job_id(), l.attempt(), l.rank()}].push_back(l.offset());
         break;
       }
       case rpc::AgentMessage::kMetrics: {

@@ -184,6 +184,61 @@ TEST(LogWriterTest, AppendsInOrderPerJobAndFlushWaitsForThem) {
   fs::remove_all(dir);
 }
 
+// Worker chunks with offsets: what the log holds is written once, across a
+// "head restart" (a second writer over the same store), and acknowledged.
+TEST(LogWriterTest, ChunksSentAgainAreWrittenOnceAndAcknowledged) {
+  const fs::path dir = fs::temp_directory_path() / ("cohort_logwriter_marks_" + std::to_string(getpid()));
+  fs::remove_all(dir);
+  auto store = std::move(LogStore::Open(dir.string())).value();
+  {
+    LogWriter writer(store.get());
+    writer.AppendChunk("n1", "j", 0, 0, 0, "a0\n");
+    writer.AppendChunk("n1", "j", 0, 1, 0, "b0\n");
+    writer.AppendChunk("n1", "j", 0, 0, 3, "a1\n");
+    writer.AppendChunk("n1", "j", 0, 0, 0, "a0\n");  // again: dropped
+    writer.Flush();
+    EXPECT_EQ(*store->ReadAll("j"), "a0\nb0\na1\n");
+    auto acks = writer.TakeAcks();
+    ASSERT_EQ(acks.size(), 2u);
+    EXPECT_EQ(acks[0].node_id, "n1");
+    EXPECT_EQ(acks[0].rank, 0);
+    EXPECT_EQ(acks[0].offset, 6u);
+    EXPECT_EQ(acks[1].rank, 1);
+    EXPECT_EQ(acks[1].offset, 3u);
+    EXPECT_TRUE(writer.TakeAcks().empty());
+  }
+  {
+    LogWriter restarted(store.get());  // knows the marks from the store only
+    restarted.AppendChunk("n1", "j", 0, 0, 3, "a1\na2\n");  // overlaps: only "a2\n" is new
+    restarted.AppendChunk("n1", "j", 0, 1, 0, "b0\n");       // all old
+    restarted.AppendChunk("n1", "j", 0, 1, 10, "b9\n");      // a gap of 7 bytes
+    restarted.AppendChunk("n2", "j", 1, 0, 0, "c0\n");       // a new attempt
+    restarted.Append("j", "cohort: a note\n");                // not a chunk: as is
+    restarted.Flush();
+    EXPECT_EQ(*store->ReadAll("j"),
+              "a0\nb0\na1\na2\n"
+              "cohort: 7 bytes of rank 1's output (attempt 0) never reached the head\n"
+              "b9\nc0\ncohort: a note\n");
+    auto acks = restarted.TakeAcks();
+    ASSERT_EQ(acks.size(), 3u);
+    EXPECT_EQ(acks[0].node_id, "n1");
+    EXPECT_EQ(acks[0].offset, 9u);   // attempt 0 rank 0
+    EXPECT_EQ(acks[1].offset, 13u);  // attempt 0 rank 1
+    EXPECT_EQ(acks[2].node_id, "n2");
+    EXPECT_EQ(acks[2].attempt, 1);
+  }
+  auto marks = store->ReadMarks("j");
+  ASSERT_TRUE(marks.ok());
+  ASSERT_EQ(marks->size(), 3u);
+  EXPECT_EQ((*marks)[0].offset, 9u);
+  EXPECT_EQ((*marks)[1].rank, 1);
+  EXPECT_EQ((*marks)[1].offset, 13u);
+  EXPECT_EQ((*marks)[2].attempt, 1);
+  ASSERT_TRUE(store->Remove("j").ok());
+  EXPECT_TRUE(store->ReadMarks("j")->empty());
+  fs::remove_all(dir);
+}
+
 TEST(HttpStatusTest, OneMappingForEveryCode) {
   EXPECT_EQ(HttpStatusOf(Status::Ok()), 200);
   EXPECT_EQ(HttpStatusOf(Status::InvalidArgument("x")), 400);

@@ -5,6 +5,7 @@
 // state dir (records, logs and a running job survive).
 #include <gtest/gtest.h>
 
+#include <map>
 #include <set>
 
 #include "integration/cluster_harness.h"
@@ -319,6 +320,55 @@ TEST(ClusterFailoverTest, HeadKilledAndRestartedKeepsJobs) {
   const std::string fresh = c.Submit({{"entrypoint", "echo after-restart"}});
   EXPECT_EQ(c.WaitStatus(fresh, "SUCCEEDED", 30s).value("status", ""), "SUCCEEDED");
   EXPECT_TRUE(Contains(c.Logs(fresh), "after-restart"));
+}
+
+// kill -9 of the head while a worker streams output, twice, each time after
+// freezing it for a moment (so chunks are in flight: written to the stream,
+// never read): every line the worker printed is in the job's log exactly
+// once, in order (chunks in flight are sent again; those the head had
+// already written are not written twice).
+TEST(ClusterFailoverTest, HeadKilledWhileLogsStreamLosesNoLineAndRepeatsNone) {
+  LocalCluster c;
+  ASSERT_TRUE(c.StartHead());
+  ASSERT_TRUE(c.StartAgent("a1", 2));
+  const int kLines = 3000;
+  const std::string job = c.Submit(
+      {{"entrypoint", "python3 -u -c \"import time\nfor i in range(" + std::to_string(kLines) +
+                          "):\n print('tick', i)\n time.sleep(0.001)\""}});
+  for (int kill = 0; kill < 2; ++kill) {
+    ASSERT_TRUE(WaitFor([&] { return Contains(c.Logs(job), "tick " + std::to_string(400 + 900 * kill) + "\n"); },
+                        20s))
+        << c.Logs(job);
+    // Frozen first: the agent goes on writing chunks into the stream that
+    // the head will never read (they are lost with it unless sent again).
+    ::kill(c.head().pid(), SIGSTOP);
+    std::this_thread::sleep_for(400ms);
+    ::kill(c.head().pid(), SIGKILL);
+    ASSERT_TRUE(c.head().Wait(5s).has_value());
+    ASSERT_TRUE(c.StartHead());
+  }
+  json done = c.WaitStatus(job, "SUCCEEDED", 60s);
+  const std::string logs = c.Logs(job);
+  ASSERT_EQ(done.value("status", ""), "SUCCEEDED") << done.dump() << "\n" << logs;
+  std::string expected;
+  for (int i = 0; i < kLines; ++i) expected += "tick " + std::to_string(i) + "\n";
+  std::string ticks;
+  std::map<std::string, int> seen;
+  std::istringstream in(logs);
+  for (std::string line; std::getline(in, line);) {
+    if (line.rfind("tick ", 0) != 0) continue;
+    ticks += line + "\n";
+    ++seen[line];
+  }
+  int missing = 0, repeated = 0;
+  for (int i = 0; i < kLines; ++i) {
+    int n = seen["tick " + std::to_string(i)];
+    missing += n == 0;
+    repeated += n > 1;
+  }
+  EXPECT_EQ(missing, 0);
+  EXPECT_EQ(repeated, 0);
+  EXPECT_TRUE(ticks == expected) << "out of order; log:\n" << logs.substr(0, 4000);
 }
 
 }  // namespace

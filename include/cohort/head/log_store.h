@@ -28,6 +28,7 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
+#include <vector>
 
 #include "cohort/common/status.h"
 
@@ -85,8 +86,24 @@ class LogStore {
   Result<std::string> Tail(std::string_view job_id, size_t n_lines, size_t max_bytes = size_t{1} << 20);
   // Bytes in the log; 0 if it does not exist.
   Result<uint64_t> Size(std::string_view job_id);
-  // Deletes the log file; OK if it does not exist. (DELETE /api/jobs keeps logs.)
+  // Deletes the log file (and its marks); OK if they do not exist. (DELETE
+  // /api/jobs keeps logs.)
   Status Remove(std::string_view job_id);
+
+  // Marks: how much of each worker's output stream (LogChunk.offset) the log
+  // holds, so that chunks an agent sends again are not written twice, also
+  // after a head restart. <root>/<job_id>.marks: 16-byte records (attempt,
+  // rank: int32; offset: uint64; little-endian), record i at byte 16 i. A
+  // record is one pwrite(2) that never crosses a page, so a killed head
+  // leaves each record old or new, never torn.
+  struct Mark {
+    int32_t attempt = 0;
+    int32_t rank = 0;
+    uint64_t offset = 0;
+  };
+  // Every record, in slot order; empty if there is no marks file.
+  Result<std::vector<Mark>> ReadMarks(std::string_view job_id);
+  Status WriteMark(std::string_view job_id, size_t slot, const Mark& mark);
 
  private:
   explicit LogStore(std::string root);

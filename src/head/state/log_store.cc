@@ -296,6 +296,74 @@ Status LogStore::Remove(std::string_view job_id) {
     append_fds_.erase(it);
   }
   if (::unlink(path.c_str()) != 0 && errno != ENOENT) return IoErrorAt("remove", path, errno);
+  const std::string marks = root_ + "/" + std::string(job_id) + ".marks";
+  if (::unlink(marks.c_str()) != 0 && errno != ENOENT) return IoErrorAt("remove", marks, errno);
+  return Status::Ok();
+}
+
+namespace {
+constexpr size_t kMarkBytes = 16;
+
+void EncodeMark(const LogStore::Mark& m, unsigned char* out) {
+  auto put = [&](uint64_t v, int at, int n) {
+    for (int i = 0; i < n; ++i) out[at + i] = static_cast<unsigned char>(v >> (8 * i));
+  };
+  put(static_cast<uint32_t>(m.attempt), 0, 4);
+  put(static_cast<uint32_t>(m.rank), 4, 4);
+  put(m.offset, 8, 8);
+}
+
+LogStore::Mark DecodeMark(const unsigned char* in) {
+  auto get = [&](int at, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= static_cast<uint64_t>(in[at + i]) << (8 * i);
+    return v;
+  };
+  LogStore::Mark m;
+  m.attempt = static_cast<int32_t>(static_cast<uint32_t>(get(0, 4)));
+  m.rank = static_cast<int32_t>(static_cast<uint32_t>(get(4, 4)));
+  m.offset = get(8, 8);
+  return m;
+}
+}  // namespace
+
+Result<std::vector<LogStore::Mark>> LogStore::ReadMarks(std::string_view job_id) {
+  COHORT_RETURN_IF_ERROR(ValidateJobId(job_id));
+  const std::string path = root_ + "/" + std::string(job_id) + ".marks";
+  std::vector<Mark> marks;
+  int fd = OpenForRead(path);
+  if (fd < 0) return errno == ENOENT ? Result<std::vector<Mark>>(marks) : IoErrorAt("open", path, errno);
+  FdCloser closer(fd);
+  COHORT_ASSIGN_OR_RETURN(uint64_t size, FdSize(fd, path));
+  std::vector<unsigned char> buf(static_cast<size_t>(std::min<uint64_t>(size, uint64_t{64} << 20)));
+  size_t done = 0;
+  while (done < buf.size()) {
+    ssize_t n = ::pread(fd, buf.data() + done, buf.size() - done, static_cast<off_t>(done));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) return IoErrorAt("read", path, errno);
+    if (n == 0) break;
+    done += static_cast<size_t>(n);
+  }
+  for (size_t at = 0; at + kMarkBytes <= done; at += kMarkBytes) marks.push_back(DecodeMark(buf.data() + at));
+  return marks;
+}
+
+Status LogStore::WriteMark(std::string_view job_id, size_t slot, const Mark& mark) {
+  COHORT_RETURN_IF_ERROR(ValidateJobId(job_id));
+  const std::string path = root_ + "/" + std::string(job_id) + ".marks";
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+  } while (fd < 0 && errno == EINTR);
+  if (fd < 0) return IoErrorAt("open", path, errno);
+  FdCloser closer(fd);
+  unsigned char rec[kMarkBytes];
+  EncodeMark(mark, rec);
+  ssize_t n;
+  do {
+    n = ::pwrite(fd, rec, sizeof(rec), static_cast<off_t>(slot * kMarkBytes));
+  } while (n < 0 && errno == EINTR);
+  if (n != static_cast<ssize_t>(sizeof(rec))) return IoErrorAt("write", path, n < 0 ? errno : EIO);
   return Status::Ok();
 }
 
