@@ -19,8 +19,9 @@
 #         on the same CPUs (so bounded by starting a process per job: on
 #         this 2-vCPU VM a `/bin/sh -c true` alone costs ~1.3 ms of CPU);
 #       - head RSS when 1,000 jobs are first finished, and once all are.
-#   * before that, the same sustained phase against a second head without
-#     agents (every job stays PENDING): the head's own submission rate.
+#   * then, with that cluster stopped, the same sustained phase against a
+#     second head without agents (every job stays PENDING): the head's own
+#     submission rate.
 # Targets (from the issue): p50 <= 20 ms, head idle RSS <= 30 MB, 1,000
 # submissions/s (the head's).
 #
@@ -99,18 +100,6 @@ start_head() {
   [[ -n "$API_PORT" && -n "$AGENT_PORT" ]] || die "the head did not report its ports (log: $2)"
 }
 
-# The head's own submission rate: a head without agents, so every job stays
-# PENDING and nothing else competes for the CPUs (submit path only: HTTP,
-# validation, the state store's write, the job's log file).
-INGEST_LOG="$LOG_DIR/control_plane.ingest.log"
-start_head "$STATE/ingest" "$LOG_DIR/control_plane.ingest-head.log"
-"$BIN/control_plane_bench" --url "http://127.0.0.1:$API_PORT" --token "$(cat "$STATE/ingest/token")" \
-  --threads "$THREADS" --seconds "$SECONDS_SUSTAINED" --sustained-only | tee "$INGEST_LOG" ||
-  die "control_plane_bench --sustained-only failed (output in $INGEST_LOG)"
-stop_pid "$HEAD_PID"
-HEAD_PID=""
-INGEST_RATE=$(kv_get "$INGEST_LOG" per_sec sustained) || die "no sustained line in $INGEST_LOG"
-
 start_head "$STATE/head" "$HEAD_LOG"
 TOKEN="$(cat "$STATE/head/token")"
 URL="http://127.0.0.1:$API_PORT"
@@ -143,6 +132,24 @@ echo "# running: $BIN/control_plane_bench" >&2
   --poll-us 1000 --gang-reps "$GANG_REPS" --gang-workers "$GANG_WORKERS" --threads "$THREADS" \
   --seconds "$SECONDS_SUSTAINED" --finished "$FINISHED" --finish-timeout-s 60 | tee "$DRIVER_LOG" ||
   die "control_plane_bench failed (output in $DRIVER_LOG, head log $HEAD_LOG)"
+
+# The head's own submission rate: the cluster above is stopped and a second
+# head without agents takes the same load, so every job stays PENDING and
+# nothing else competes for the CPUs (the submit path only: HTTP, validation,
+# the state store's write).
+INGEST_LOG="$LOG_DIR/control_plane.ingest.log"
+for pid in "${AGENT_PIDS[@]}"; do stop_pid "$pid"; done
+AGENT_PIDS=()
+stop_pid "$HEAD_PID"
+HEAD_PID=""
+start_head "$STATE/ingest" "$LOG_DIR/control_plane.ingest-head.log"
+"$BIN/control_plane_bench" --url "http://127.0.0.1:$API_PORT" --token "$(cat "$STATE/ingest/token")" \
+  --threads "$THREADS" --seconds "$SECONDS_SUSTAINED" --sustained-only | tee "$INGEST_LOG" ||
+  die "control_plane_bench --sustained-only failed (output in $INGEST_LOG)"
+stop_pid "$HEAD_PID"
+HEAD_PID=""
+INGEST_RATE=$(kv_get "$INGEST_LOG" per_sec sustained) || die "no sustained line in $INGEST_LOG"
+
 
 get() { kv_get "$DRIVER_LOG" "$@" || die "no '${*:2} ... $1=' line in $DRIVER_LOG"; }
 P50=$(get p50_ms latency submit_to_running)

@@ -14,8 +14,8 @@
 //
 // The guard: a process forked once, which keeps the set of live worker
 // groups (registered by each child before its exec, removed by Forget once
-// the group is gone) and waits on a pipe whose only writer is the agent.
-// When that pipe closes (the agent died, even by SIGKILL, or Abandon()) or
+// the group is gone) and waits on a Unix socket only the agent writes to.
+// When that socket closes (the agent died, even by SIGKILL, or Abandon()) or
 // the spawning thread ends (its own death signal), it SIGKILLs every group it
 // still knows and exits. Why a guard: the death signal of the shell alone
 // would not reach the programs the shell starts (the flag is not inherited
@@ -71,7 +71,7 @@ class Spawner {
   // Starts a new guard and registers the `live` groups with it.
   void RestartGuard(const std::vector<pid_t>& live);
 
-  // Closes the guard's pipe: it SIGKILLs every group still registered and
+  // Closes the guard's socket: it SIGKILLs every group still registered and
   // exits; then reaps it (waits at most `wait_ms`). Idempotent.
   void Abandon(int wait_ms = 2000);
 
@@ -81,7 +81,7 @@ class Spawner {
   void Send(int record);
 
   pid_t guard_pid_ = -1;
-  int guard_fd_ = -1;   // write end of the guard's pipe (O_CLOEXEC, non-blocking)
+  int guard_fd_ = -1;   // the agent's end of the guard's socket (O_CLOEXEC)
   void* stack_ = nullptr;  // the spawning child's stack (one child at a time: CLONE_VFORK)
   bool warned_full_ = false;
   bool warned_start_ = false;

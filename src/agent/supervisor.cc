@@ -2,13 +2,13 @@
 //
 // The loop: poll(wake pipe, every worker's stdout/stderr pipe, report
 // listener and connections, exit pidfd) with a timeout of at most
-// flush_interval; then read whatever is readable, tail report files, reap,
-// run queued commands, escalate overdue stops to SIGKILL, flush batches when
-// flush_interval has passed, and hand what it has to say to the outbox. An exit is seen on the worker's pidfd (in
-// the poll set); without one, and for every worker once per flush_interval,
-// by waitid(pid, WNOHANG) — never waitpid(-1). A worker that exited is a
-// zombie until reaped, so its number cannot be reused: its group is killed
-// before the reap.
+// flush_interval; then read whatever is readable, run queued commands, tail
+// report files, reap, escalate overdue stops to SIGKILL, flush batches when
+// flush_interval has passed, and hand what it has to say to the outbox. An
+// exit is seen on the worker's pidfd (in the poll set); without one, and for
+// every worker once per flush_interval, by waitid(pid, WNOHANG) — never
+// waitpid(-1). A worker that exited is a zombie until reaped, so its number
+// cannot be reused: its group is killed before the reap.
 #include "supervisor.h"
 
 #include <fcntl.h>
@@ -337,9 +337,9 @@ void Supervisor::Loop() {
       }
     }
     for (auto& [key, w] : workers_) TailReportFile(*w);
-    const bool tick = next_flush.Expired();
-    ReapAll(/*all=*/tick);  // before new spawns: exits first, so no backlog builds
     HandleCommands();
+    const bool tick = next_flush.Expired();
+    ReapAll(/*all=*/tick);
     for (auto& [key, w] : workers_) {
       if (w->stopping && !w->killed && w->kill_at.Expired()) {
         COHORT_LOG(INFO) << "agent: worker " << key.ToString()
@@ -370,7 +370,7 @@ void Supervisor::Loop() {
   // Leaving: what was read so far still goes out.
   for (auto& [key, w] : workers_) Flush(*w);
   Commit();
-  // Abandoned workers' groups die now (the guard's pipe closes); the workers
+  // Abandoned workers' groups die now (the guard's socket closes); the workers
   // themselves also die of their death signal as this thread ends.
   spawner_.Abandon();
 }
