@@ -143,6 +143,12 @@ Status Agent::Impl::Start() {
       Result<std::string> local = LocalAddressToward(options_.head_address);
       address_ = local.ok() ? *local : "127.0.0.1";
     }
+    if (Result<std::string> iface = InterfaceWithAddress(address_); iface.ok()) {
+      iface_ = *iface;
+    } else {
+      COHORT_LOG(WARN) << "agent: " << iface.status().message()
+                       << "; workers get no GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME";
+    }
     for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
       std::string_view entry(*e);
       size_t eq = entry.find('=');
@@ -350,6 +356,7 @@ Result<SpawnRequest> Agent::Impl::Prepare(const rpc::StartWorker& start) {
 
   req.env = base_env_;
   for (const auto& [k, v] : start.env()) req.env[k] = v;
+  AddSocketInterfaceEnv(iface_, &req.env);  // the job's or the agent's own settings win
   if (start.gpu_ids_size() > 0 && start.env().count("CUDA_VISIBLE_DEVICES") == 0) {
     std::vector<int> ids(start.gpu_ids().begin(), start.gpu_ids().end());
     req.env["CUDA_VISIBLE_DEVICES"] = CudaVisibleDevicesFor(ids, gpu_devices_);

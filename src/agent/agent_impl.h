@@ -93,6 +93,7 @@ class Agent::Impl {
   Options options_;
   std::string hostname_;
   std::string address_;
+  std::string iface_;  // the interface holding address_ ("" if none was found)
   Resources resources_;
   std::vector<std::string> gpu_devices_;
   std::map<std::string, std::string> base_env_;  // the agent's environment at Start()

@@ -3,6 +3,7 @@
 
 #include <arpa/inet.h>
 #include <dirent.h>
+#include <ifaddrs.h>
 #include <netdb.h>
 #include <sched.h>
 #include <sys/socket.h>
@@ -93,6 +94,36 @@ Result<Resources> CompleteResources(const Resources& given) {
     for (const char* name : {"CPU", "GPU", "memory"}) r.emplace(name, detected[name]);
   }
   return r;
+}
+
+Result<std::string> InterfaceWithAddress(const std::string& address) {
+  in6_addr want6{};
+  in_addr want4{};
+  const bool v4 = ::inet_pton(AF_INET, address.c_str(), &want4) == 1;
+  const bool v6 = !v4 && ::inet_pton(AF_INET6, address.c_str(), &want6) == 1;
+  if (!v4 && !v6) return Status::InvalidArgument("not an IP address: " + address);
+  ifaddrs* all = nullptr;
+  if (::getifaddrs(&all) != 0) return Status::IoError(std::string("getifaddrs: ") + std::strerror(errno));
+  std::string found;
+  for (ifaddrs* a = all; a != nullptr && found.empty(); a = a->ifa_next) {
+    if (a->ifa_addr == nullptr || a->ifa_name == nullptr) continue;
+    if (v4 && a->ifa_addr->sa_family == AF_INET &&
+        reinterpret_cast<sockaddr_in*>(a->ifa_addr)->sin_addr.s_addr == want4.s_addr) {
+      found = a->ifa_name;
+    }
+    if (v6 && a->ifa_addr->sa_family == AF_INET6 &&
+        std::memcmp(&reinterpret_cast<sockaddr_in6*>(a->ifa_addr)->sin6_addr, &want6, sizeof(want6)) == 0) {
+      found = a->ifa_name;
+    }
+  }
+  ::freeifaddrs(all);
+  if (found.empty()) return Status::NotFound("no local interface has address " + address);
+  return found;
+}
+
+void AddSocketInterfaceEnv(const std::string& iface, std::map<std::string, std::string>* env) {
+  if (iface.empty()) return;
+  for (const char* name : {"GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME", "TP_SOCKET_IFNAME"}) env->try_emplace(name, iface);
 }
 
 Result<std::string> LocalAddressToward(const std::string& head_address) {

@@ -5,6 +5,7 @@
 // Stateless; thread-safe.
 #pragma once
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -21,6 +22,17 @@ Result<Resources> CompleteResources(const Resources& given);
 // "[v6]:port"), found by connecting a UDP socket (no packet is sent);
 // NotFound when the host does not resolve or no route exists.
 Result<std::string> LocalAddressToward(const std::string& head_address);
+
+// The name of the local interface that holds IP `address` ("10.0.0.2",
+// "::1"); NotFound when none does.
+Result<std::string> InterfaceWithAddress(const std::string& address);
+
+// The socket-interface variables of the collective libraries (gloo, NCCL,
+// TensorPipe), all naming `iface`, for those `env` does not set already: a
+// DDP script then talks over the interface that reaches the head, also on a
+// host with several (a container's, a namespace's), as torchrun users set
+// them by hand.
+void AddSocketInterfaceEnv(const std::string& iface, std::map<std::string, std::string>* env);
 
 std::string Hostname();
 

@@ -20,7 +20,7 @@ void Cluster::WritePrometheus(prom::Writer& w) {
     w.Sample({{"state", "alive"}}, static_cast<double>(alive));
     w.Sample({{"state", "dead"}}, static_cast<double>(dead));
   }
-  const auto snapshot = nodes_.Snapshot(jobs_.Used(), options_.head_node_id);
+  const auto snapshot = nodes_.Snapshot(jobs_.Used(), options_.head_node_id, std::chrono::milliseconds::max());
   if (w.Family("cohort_node_info", Type::kGauge, "One series per node known to the head (value 1).")) {
     for (const auto& s : snapshot) {
       const Node& n = *nodes_.Find(s.node_id);

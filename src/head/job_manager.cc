@@ -313,6 +313,13 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
   COHORT_LOG(INFO) << "job=" << m.job_id() << " succeeded";
 }
 
+std::vector<scheduler::NodeSnapshot> JobManager::Schedulable() {
+  // Silent for 3 heartbeat intervals (a tenth of the node timeout each): no
+  // new work there, so a group restarted after losing a peer on that node
+  // does not land on it again before the node is declared dead.
+  return d_.nodes->Snapshot(Used(), d_.options.head_node_id, d_.options.node_timeout * 3 / 10);
+}
+
 std::vector<JobManager::Job*> JobManager::RunningJobs() {
   std::vector<Job*> out;
   for (const auto& id : placed_)  // every RUNNING job is there
@@ -523,7 +530,7 @@ void JobManager::TrySchedule() {
       it = pending_.erase(it);
       continue;
     }
-    if (!nodes) nodes = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
+    if (!nodes) nodes = Schedulable();
     if (TryPlace(*job, *nodes)) {
       nodes.reset();
       it = pending_.erase(it);
@@ -812,7 +819,7 @@ Result<std::string> JobManager::Submit(std::string_view body) {
     return d_.state->failure();
   }
   COHORT_LOG(INFO) << "job=" << id << " submitted";
-  if (!TryPlace(stored, d_.nodes->Snapshot(Used(), d_.options.head_node_id))) MarkPending(stored);
+  if (!TryPlace(stored, Schedulable())) MarkPending(stored);
   return id;
 }
 
@@ -879,7 +886,7 @@ Result<bool> JobManager::IsTerminal(const std::string& id) const {
 }
 
 JobManager::json JobManager::ClusterStatus() {
-  auto snapshot = d_.nodes->Snapshot(Used(), d_.options.head_node_id);
+  auto snapshot = Schedulable();
   json nodes = json::array();
   for (const auto& s : snapshot) {
     const Node* n = d_.nodes->Find(s.node_id);
@@ -887,6 +894,8 @@ JobManager::json JobManager::ClusterStatus() {
                      {"address", s.address},
                      {"hostname", n ? n->hostname : ""},
                      {"state", n && n->alive ? "ALIVE" : "DEAD"},
+                     // false while ALIVE but silent (no new work goes there)
+                     {"schedulable", s.alive},
                      {"is_head_node", s.is_head},
                      {"resources_total", s.total.ToJson()},
                      {"resources_used", s.used.ToJson()},

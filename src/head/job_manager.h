@@ -131,6 +131,8 @@ class JobManager {
   Job* Find(const std::string& id);
   const Job* Find(const std::string& id) const;
   // The RUNNING jobs, taken from placed_ (a copy: callers may change states).
+  // The nodes for the scheduler (NodeTable::Snapshot with the silence limit).
+  std::vector<scheduler::NodeSnapshot> Schedulable();
   std::vector<Job*> RunningJobs();
   // The job, when one of its workers ever ran on `node_id`; else null (and a
   // warning: an agent spoke for a job that is not its own).

@@ -137,13 +137,15 @@ bool NodeTable::Send(const std::string& node_id, const rpc::HeadMessage& msg) {
 }
 
 std::vector<scheduler::NodeSnapshot> NodeTable::Snapshot(const std::map<std::string, jobs::Resources>& used,
-                                                         const std::string& head_node_id) const {
+                                                         const std::string& head_node_id,
+                                                         std::chrono::milliseconds silent_limit) const {
   std::vector<scheduler::NodeSnapshot> out;
+  const auto now = clock_->Now();
   for (const auto& [id, node] : nodes_) {
     scheduler::NodeSnapshot s;
     s.node_id = id;
     s.address = node.address;
-    s.alive = node.alive && node.session != nullptr;
+    s.alive = node.alive && node.session != nullptr && now - node.last_seen <= silent_limit;
     s.total = node.total;
     if (auto it = used.find(id); it != used.end()) s.used = it->second;
     s.labels = node.labels;

@@ -64,9 +64,13 @@ class NodeTable {
   // Queues `msg` on the node's stream; false when it has none.
   bool Send(const std::string& node_id, const rpc::HeadMessage& msg);
   const std::map<std::string, Node>& nodes() const { return nodes_; }
-  // For the scheduler: every node with the resources `used` says are held.
+  // For the scheduler: every node with the resources `used` says are held. A
+  // node that sent nothing for longer than `silent_limit` counts as not
+  // alive here (no new work: its link may be cut) until it speaks again; it
+  // is declared DEAD only at the node timeout (Expired).
   std::vector<scheduler::NodeSnapshot> Snapshot(const std::map<std::string, jobs::Resources>& used,
-                                                const std::string& head_node_id) const;
+                                                const std::string& head_node_id,
+                                                std::chrono::milliseconds silent_limit) const;
 
  private:
   void Persist(const Node& node);

@@ -155,6 +155,20 @@ TEST(NodeInfoTest, LocalAddressTowardLoopback) {
   EXPECT_FALSE(LocalAddressToward("no-such-host.invalid:1").ok());
 }
 
+TEST(NodeInfoTest, InterfaceWithAddressAndTheCollectivesVariables) {
+  EXPECT_EQ(*InterfaceWithAddress("127.0.0.1"), "lo");
+  EXPECT_EQ(InterfaceWithAddress("192.0.2.77").status().code(), StatusCode::kNotFound);  // TEST-NET-1
+  EXPECT_FALSE(InterfaceWithAddress("not-an-ip").ok());
+  std::map<std::string, std::string> env{{"NCCL_SOCKET_IFNAME", "ib0"}};
+  AddSocketInterfaceEnv("eth1", &env);
+  EXPECT_EQ(env["GLOO_SOCKET_IFNAME"], "eth1");
+  EXPECT_EQ(env["TP_SOCKET_IFNAME"], "eth1");
+  EXPECT_EQ(env["NCCL_SOCKET_IFNAME"], "ib0");  // set by the user or the job: kept
+  std::map<std::string, std::string> none;
+  AddSocketInterfaceEnv("", &none);
+  EXPECT_TRUE(none.empty());
+}
+
 TEST(RegistrationRefusalTest, VersionAndToken) {
   rpc::Register reg;
   reg.set_protocol_version(rpc::kProtocolVersion);

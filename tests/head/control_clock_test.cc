@@ -1,5 +1,5 @@
 // The head's timeouts on a FakeClock (no sleeping): heartbeat silence makes a
-// node DEAD and restarts its jobs, re-attach and stop deadlines after a head
+// node unschedulable, then DEAD and restarts its jobs, re-attach and stop deadlines after a head
 // restart, and rendezvous ports of running jobs restored by recovery.
 #include <gtest/gtest.h>
 
@@ -51,6 +51,29 @@ TEST_F(ControlClockTest, HeartbeatSilenceMakesANodeDeadAndRestartsItsJob) {
   EXPECT_NE(d["message"].get<std::string>().find("node-b"), std::string::npos) << d["message"];
   EXPECT_NE(d["message"].get<std::string>().find("no heartbeat for 10 s"), std::string::npos) << d["message"];
   EXPECT_TRUE(b->closed);
+}
+
+// Silent for 3 heartbeat intervals (3 s of the 10 s timeout): still ALIVE,
+// but no new work goes there until it speaks again.
+TEST_F(ControlClockTest, ASilentNodeGetsNoNewWorkUntilItSpeaksAgain) {
+  auto a = Join("node-a", 2);
+  auto b = Join("node-b", 2);
+  clock_.Advance(3100ms);
+  Heartbeat(*a);
+  cluster_->Tick();
+  EXPECT_EQ(Nodes()[1]["state"], "ALIVE");
+  EXPECT_EQ(Nodes()[1]["schedulable"], false);
+  EXPECT_EQ(Nodes()[0]["schedulable"], true);
+  const std::string id = Submit({{"entrypoint", "train"},
+                                 {"scaling",
+                                  {{"num_workers", 2},
+                                   {"resources_per_worker", {{"CPU", 2}}},
+                                   {"placement_strategy", "SPREAD"}}}});
+  EXPECT_EQ(Details(id)["status"], "PENDING");
+  Heartbeat(*b);
+  cluster_->Tick();
+  EXPECT_EQ(Nodes()[1]["schedulable"], true);
+  EXPECT_EQ(Details(id)["status"], "RUNNING");
 }
 
 TEST_F(ControlClockTest, WorkersThatDoNotReattachAfterAHeadRestartFailTheAttempt) {
