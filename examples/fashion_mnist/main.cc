@@ -39,6 +39,7 @@ struct Flags {
   bool resume = false;
   int64_t train_subset = 0;  // 0 = all 60k
   double bucket_mb = 25;
+  std::string grad_compression;  // "" = from the environment
   bool no_overlap = false;
   int threads = 0;  // 0 = cores / local ranks
   bool profile = false;
@@ -110,6 +111,10 @@ int main(int argc, char** argv) {
   app.add_option("--train-subset", f.train_subset, "Use only the first N training samples (0 = all)")->check(CLI::NonNegativeNumber);
   app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MB")->check(CLI::PositiveNumber);
   app.add_flag("--no-overlap", f.no_overlap, "All-reduce gradients after backward instead of during it");
+  app.add_option("--grad-compression", f.grad_compression,
+                 "Gradients on the wire between hosts: none, bf16 or bf16-ef (default: env COHORT_GRAD_COMPRESSION, "
+                 "else none)")
+      ->check(CLI::IsMember({"none", "bf16", "bf16-ef"}));
   app.add_option("--threads", f.threads, "Intra-op threads per rank (0 = cores / local ranks)")->check(CLI::NonNegativeNumber);
   app.add_flag("--profile", f.profile, "Print where each step's time goes (rank 0)");
   CLI11_PARSE(app, argc, argv);
@@ -161,6 +166,7 @@ int main(int argc, char** argv) {
 
   train::GradientSyncOptions sync_options;
   sync_options.bucket_bytes = static_cast<size_t>(f.bucket_mb * 1024 * 1024);
+  if (!f.grad_compression.empty()) sync_options.compression = *train::ParseGradCompression(f.grad_compression);
   sync_options.overlap = !f.no_overlap;
   auto sync_or = train::GradientSync::Create(comm, *model, sync_options);  // broadcasts rank 0's weights
   Check(sync_or.status(), &comm);
@@ -171,10 +177,11 @@ int main(int argc, char** argv) {
   const int64_t per_rank_batch = f.batch_size / ctx.world_size;
   if (chief)
     std::printf("training: %d rank(s), transport %s, global batch %d (%lld per rank), lr %g, %d epoch(s), "
-                "%lld training samples, %zu gradient bucket(s)\n",
+                "%lld training samples, %zu gradient bucket(s), gradient compression %s\n",
                 ctx.world_size, std::string(cohort::comm::TransportName(comm.transport())).c_str(),
                 f.batch_size, static_cast<long long>(per_rank_batch), f.lr, f.epochs,
-                static_cast<long long>(train_data.x.size(0)), sync.num_buckets());
+                static_cast<long long>(train_data.x.size(0)), sync.num_buckets(),
+                std::string(train::GradCompressionName(sync.compression())).c_str());
   std::fflush(stdout);
 
   float val_accuracy = 0;

@@ -23,6 +23,7 @@
 #include "cli/package.h"
 #include "cohort/net/http_client.h"
 #include "cohort/net/ws_client.h"
+#include "cohort/train/compression.h"
 
 namespace cohort::cli {
 namespace {
@@ -325,6 +326,14 @@ Result<Json> BuildSubmitRequest(const SubmitOptions& o) {
       return Status::InvalidArgument("runtime_env.env_vars must be an object");
     }
     runtime_env["env_vars"][kv.substr(0, eq)] = kv.substr(eq + 1);
+  }
+
+  if (!o.grad_compression.empty()) {
+    Result<train::GradCompression> c = train::ParseGradCompression(o.grad_compression);
+    if (!c.ok()) return c.status().WithPrefix("--grad-compression");
+    if (!runtime_env.contains("env_vars")) runtime_env["env_vars"] = Json::object();
+    if (!runtime_env["env_vars"].is_object()) return Status::InvalidArgument("runtime_env.env_vars must be an object");
+    runtime_env["env_vars"]["COHORT_GRAD_COMPRESSION"] = o.grad_compression;
   }
 
   Json metadata = Json::object();

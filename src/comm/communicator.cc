@@ -92,12 +92,15 @@ class CommunicatorImpl : public Communicator {
   TransportKind transport() const override { return transport_; }
   const Options& options() const override { return options_; }
 
-  Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline) override;
+  using Communicator::AllReduce;
+  Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline,
+                   WireFormat wire) override;
   Status Broadcast(void* data, size_t size_bytes, int root, Deadline deadline) override;
   Status AllGather(const void* in, void* out, size_t size_bytes, Deadline deadline) override;
   Status Barrier(Deadline deadline) override;
   Result<void*> AllocateShared(size_t size_bytes) override;
-  std::shared_ptr<Work> AllReduceAsync(void* data, size_t count, DType dtype, ReduceOp op) override;
+  std::shared_ptr<Work> AllReduceAsync(void* data, size_t count, DType dtype, ReduceOp op,
+                                       WireFormat wire) override;
   Status error() const override {
     std::lock_guard<std::mutex> lock(error_mu_);
     return error_;
@@ -227,14 +230,14 @@ void CommunicatorImpl::WaitForQueue() {
 }
 
 Status CommunicatorImpl::AllReduce(void* data, size_t count, DType dtype, ReduceOp op,
-                                   Deadline deadline) {
+                                   Deadline deadline, WireFormat wire) {
   if (data == nullptr && count > 0) return Status::InvalidArgument("AllReduce: null buffer");
   WaitForQueue();
   return Execute("AllReduce(" + std::to_string(count) + " x " + std::string(DTypeName(dtype)) + ")",
                  deadline, [&] {
                    if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
                    return RingAllReduce(*tcp_, data, count, dtype, op, options_.tcp_chunk_bytes,
-                                        deadline, ring_scratch_);
+                                        deadline, ring_scratch_, wire);
                  });
 }
 
@@ -295,19 +298,19 @@ Result<void*> CommunicatorImpl::AllocateShared(size_t size_bytes) {
 }
 
 std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(void* data, size_t count, DType dtype,
-                                                       ReduceOp op) {
+                                                       ReduceOp op, WireFormat wire) {
   auto work = std::make_shared<WorkImpl>();
   std::lock_guard<std::mutex> lock(queue_mu_);
   if (!worker_.joinable()) worker_ = std::thread([this] { WorkerLoop(); });
   ++pending_;
-  queue_.push_back([this, work, data, count, dtype, op] {
+  queue_.push_back([this, work, data, count, dtype, op, wire] {
     Deadline deadline = DefaultDeadline();
     work->Finish(Execute("AllReduce(" + std::to_string(count) + " x " +
                              std::string(DTypeName(dtype)) + ", async)",
                          deadline, [&] {
                            if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
                            return RingAllReduce(*tcp_, data, count, dtype, op,
-                                                options_.tcp_chunk_bytes, deadline, ring_scratch_);
+                                                options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
                          }));
   });
   queue_cv_.notify_all();

@@ -67,6 +67,19 @@ void NarrowBf16(uint16_t* out, const float* acc, size_t n, float scale) {
   for (size_t i = 0; i < n; ++i) out[i] = FloatToBFloat16(acc[i] * scale);
 }
 
+// FloatToBFloat16 (types.cc) written branch-free, so that it vectorises:
+// NaN inputs become a quiet NaN, everything else rounds to nearest even.
+COHORT_MULTIVERSION
+void NarrowBf16Fast(uint16_t* __restrict out, const float* __restrict in, size_t n) {
+  for (size_t i = 0; i < n; ++i) {
+    uint32_t bits;
+    std::memcpy(&bits, &in[i], 4);
+    const uint32_t rounded = (bits + 0x7fffu + ((bits >> 16) & 1u)) >> 16;
+    const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+    out[i] = static_cast<uint16_t>(nan ? 0x7fc0u : rounded);
+  }
+}
+
 }  // namespace
 
 void ReduceSum(DType dtype, void* dst, const void* const* srcs, int num_srcs, size_t count,
@@ -113,5 +126,9 @@ void Scale(DType dtype, void* data, size_t count, float scale) {
   auto* p = static_cast<uint16_t*>(data);
   for (size_t i = 0; i < count; ++i) p[i] = FloatToBFloat16(BFloat16ToFloat(p[i]) * scale);
 }
+
+void NarrowToBFloat16(uint16_t* out, const float* in, size_t count) { NarrowBf16Fast(out, in, count); }
+void WidenFromBFloat16(float* out, const uint16_t* in, size_t count) { WidenBf16(out, in, count); }
+void AddBFloat16Into(float* acc, const uint16_t* in, size_t count) { AddBf16(acc, in, count); }
 
 }  // namespace cohort::comm

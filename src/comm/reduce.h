@@ -7,6 +7,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 
 #include "cohort/comm/types.h"
 
@@ -20,5 +21,11 @@ void ReduceSum(DType dtype, void* dst, const void* const* srcs, int num_srcs, si
 
 // data[i] *= scale.
 void Scale(DType dtype, void* data, size_t count, float scale);
+
+// Float32 <-> bfloat16 arrays (round to nearest even), and acc[i] += in[i]
+// with bfloat16 `in`: the kernels of the bfloat16 wire format.
+void NarrowToBFloat16(uint16_t* out, const float* in, size_t count);
+void WidenFromBFloat16(float* out, const uint16_t* in, size_t count);
+void AddBFloat16Into(float* acc, const uint16_t* in, size_t count);
 
 }  // namespace cohort::comm

@@ -11,6 +11,10 @@ std::string_view DTypeName(DType dtype) {
   return dtype == DType::kFloat32 ? "float32" : "bfloat16";
 }
 
+std::string_view WireFormatName(WireFormat wire) {
+  return wire == WireFormat::kNative ? "native" : "bfloat16";
+}
+
 float BFloat16ToFloat(uint16_t v) {
   uint32_t bits = static_cast<uint32_t>(v) << 16;
   float f;

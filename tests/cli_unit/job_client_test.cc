@@ -194,6 +194,19 @@ TEST(BuildSubmitRequestTest, RejectsBadInput) {
   bad = o;
   bad.max_failures = -2;
   EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+  bad = o;
+  bad.grad_compression = "zstd";
+  EXPECT_EQ(code(bad), StatusCode::kInvalidArgument);
+}
+
+TEST(BuildSubmitRequestTest, GradCompressionBecomesTheWorkersVariable) {
+  SubmitOptions o;
+  o.entrypoint = {"train"};
+  o.workers = 2;
+  o.grad_compression = "bf16-ef";
+  auto body = BuildSubmitRequest(o);
+  ASSERT_TRUE(body.ok()) << body.status().ToString();
+  EXPECT_EQ((*body)["runtime_env"]["env_vars"]["COHORT_GRAD_COMPRESSION"], "bf16-ef");
 }
 
 TEST(JobClientTest, SubmitSendsBodyAndTokenAndReturnsTheId) {

@@ -6,10 +6,12 @@
 
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <thread>
 #include <tuple>
 
 #include "cohort/comm/communicator.h"
+#include "reduce.h"
 #include "testing/ranks.h"
 
 namespace cohort::comm {
@@ -199,6 +201,67 @@ INSTANTIATE_TEST_SUITE_P(All, FailingPeer,
                            return std::string(TransportName(std::get<0>(info.param))) +
                                   (std::get<1>(info.param) ? "_stalls" : "_dies");
                          });
+
+// bfloat16 on the wire (TCP): half the bytes, float32 additions; every rank
+// ends with the same values, each one a bfloat16 value close to the sum.
+class Bf16Wire : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
+
+TEST_P(Bf16Wire, EveryRankGetsTheSameRoundedSum) {
+  const auto [world, count] = GetParam();
+  std::vector<std::vector<float>> results(world);
+  auto input = [](int r, size_t i) { return std::sin(0.37f * static_cast<float>(i) + r) * (1.0f + r); };
+  auto statuses = RunRankThreads(world, SmallOptions(TransportKind::kTcp), [&](Communicator& c) {
+    std::vector<float> data(count);
+    for (size_t i = 0; i < count; ++i) data[i] = input(c.rank(), i);
+    for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
+      std::vector<float> d = data;
+      auto work = c.AllReduceAsync(d.data(), count, DType::kFloat32, op, WireFormat::kBFloat16);
+      COHORT_RETURN_IF_ERROR(work->Wait());
+      if (op == ReduceOp::kAverage) {
+        for (size_t i = 0; i < count; ++i) d[i] *= static_cast<float>(c.world_size());
+      }
+      results[c.rank()] = d;
+      if (op == ReduceOp::kSum) COHORT_RETURN_IF_ERROR(c.Barrier());
+    }
+    return Status::Ok();
+  });
+  for (const Status& s : statuses) ASSERT_TRUE(s.ok()) << s.ToString();
+  for (int r = 1; r < world; ++r) EXPECT_EQ(results[r], results[0]) << "rank " << r << " differs from rank 0";
+  for (size_t i = 0; i < count; ++i) {
+    double exact = 0, magnitude = 0;
+    for (int r = 0; r < world; ++r) {
+      exact += input(r, i);
+      magnitude += std::fabs(input(r, i));
+    }
+    // One rounding of each partial sum sent and of the result: 2^-8 each.
+    ASSERT_NEAR(results[0][i], exact, magnitude * world * std::ldexp(1.0, -8) + 1e-6) << "at " << i;
+    // It crossed the wire as bfloat16: the result is a bfloat16 value (times
+    // world_size for the average, exact for 2 and 4).
+    if (world != 3) {
+      ASSERT_EQ(BFloat16ToFloat(FloatToBFloat16(results[0][i])), results[0][i]) << "at " << i;
+    }
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tcp, Bf16Wire,
+                         ::testing::Combine(::testing::Values(2, 3, 4),
+                                            ::testing::Values(size_t{0}, size_t{1}, size_t{5}, size_t{100003})),
+                         [](const auto& info) {
+                           return "w" + std::to_string(std::get<0>(info.param)) + "_n" +
+                                  std::to_string(std::get<1>(info.param));
+                         });
+
+TEST(Bf16WireKernels, RoundToNearestEvenLikeTheScalarConversion) {
+  std::vector<float> in = {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.14159f, -2.5e-20f, 6.5e30f,
+                           std::numeric_limits<float>::infinity(), std::numeric_limits<float>::quiet_NaN()};
+  for (int i = 0; i < 1000; ++i) in.push_back(std::ldexp(std::sin(static_cast<float>(i)), i % 40 - 20));
+  std::vector<uint16_t> fast(in.size());
+  NarrowToBFloat16(fast.data(), in.data(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) EXPECT_EQ(fast[i], FloatToBFloat16(in[i])) << "at " << i << ": " << in[i];
+  std::vector<float> back(in.size(), 1.0f);
+  AddBFloat16Into(back.data(), fast.data(), in.size());
+  EXPECT_EQ(back[2], 2.0f);
+}
 
 TEST(Rendezvous, MissingRankTimesOutNamingIt) {
   Options o = SmallOptions(TransportKind::kAuto);

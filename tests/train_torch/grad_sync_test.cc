@@ -5,6 +5,7 @@
 // several buckets. Also: checkpoint round-trip and newest-checkpoint choice.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -140,6 +141,81 @@ INSTANTIATE_TEST_SUITE_P(
              (info.param.overlap ? "_overlap" : "_after") +
              (info.param.bucket_bytes < 1024 ? "_small_buckets" : "_one_bucket");
     });
+
+// A parameter whose gradient is the constant c every step: (p * c).sum().
+struct ConstGrad : torch::nn::Module {
+  torch::Tensor p;
+  ConstGrad() { p = register_parameter("p", torch::zeros({16})); }
+};
+
+// Two ranks over TCP, `steps` steps of the constant gradient 1 + 2^-10 (not a
+// bfloat16 value): the sum of the synchronized gradients per element, and
+// what compression was in effect on rank 0.
+std::pair<double, GradCompression> SumOfSyncedGrads(TransportKind transport, GradCompression mode, int steps) {
+  const int world = 2;
+  const float c = 1.0f + std::ldexp(1.0f, -10);
+  comm::Options options;
+  options.transport = transport;
+  options.read_env_overrides = false;
+  options.timeout = std::chrono::milliseconds(20000);
+  auto store = comm::NewMemoryStore();
+  std::vector<double> sums(world, 0);
+  std::vector<Status> results(world);
+  std::vector<GradCompression> in_effect(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = comm::Communicator::Create(store, r, world, options);
+      if (!comm.ok()) {
+        results[r] = comm.status();
+        return;
+      }
+      ConstGrad model;
+      GradientSyncOptions so;
+      so.compression = mode;
+      auto sync = GradientSync::Create(**comm, model, so);
+      if (!sync.ok()) {
+        results[r] = sync.status();
+        return;
+      }
+      in_effect[r] = (*sync)->compression();
+      for (int s = 0; s < steps; ++s) {
+        (*sync)->ZeroGrad();
+        (model.p * c).sum().backward();
+        if (Status st = (*sync)->Synchronize(); !st.ok()) {
+          results[r] = st;
+          return;
+        }
+        sums[r] += model.p.grad()[3].item<double>();
+      }
+      results[r] = (*comm)->Barrier();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(results[r].ok()) << results[r].ToString();
+  EXPECT_EQ(sums[0], sums[1]) << "ranks got different gradients";
+  return {sums[0], in_effect[0]};
+}
+
+TEST(GradSync, Bf16OnTheWireRoundsAndErrorFeedbackKeepsTheSum) {
+  const int steps = 64;
+  const double exact = steps * (1.0 + std::ldexp(1.0, -10));
+  auto [plain, plain_mode] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kNone, steps);
+  EXPECT_EQ(plain_mode, GradCompression::kNone);
+  EXPECT_NEAR(plain, exact, 1e-4);
+  // bf16: every step's gradient is rounded to 1.0, the error adds up.
+  auto [bf16, bf16_mode] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kBFloat16, steps);
+  EXPECT_EQ(bf16_mode, GradCompression::kBFloat16);
+  EXPECT_NEAR(bf16, steps * 1.0, 1e-9);
+  // bf16-ef: what rounding took off comes back later; the sum stays within one ulp.
+  auto [ef, ef_mode] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kBFloat16ErrorFeedback, steps);
+  EXPECT_EQ(ef_mode, GradCompression::kBFloat16ErrorFeedback);
+  EXPECT_NEAR(ef, exact, std::ldexp(1.0, -7));
+  // Shared memory has no wire: compression is off.
+  auto [shm, shm_mode] = SumOfSyncedGrads(TransportKind::kShm, GradCompression::kBFloat16, steps);
+  EXPECT_EQ(shm_mode, GradCompression::kNone);
+  EXPECT_NEAR(shm, exact, 1e-4);
+}
 
 TEST(GradSync, SmallBucketsSplitTheModel) {
   auto store = comm::NewMemoryStore();

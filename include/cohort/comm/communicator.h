@@ -84,10 +84,15 @@ class Communicator {
   Deadline DefaultDeadline() const { return Deadline::After(options().timeout); }
 
   // In place: data[i] = op over ranks of data[i]. count is in elements and may
-  // be 0 or not divisible by world_size.
-  virtual Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline) = 0;
+  // be 0 or not divisible by world_size. `wire`: how float32 data crosses the
+  // network (types.h); shared memory ignores it.
+  virtual Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline,
+                           WireFormat wire) = 0;
+  Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline) {
+    return AllReduce(data, count, dtype, op, deadline, WireFormat::kNative);
+  }
   Status AllReduce(void* data, size_t count, DType dtype, ReduceOp op) {
-    return AllReduce(data, count, dtype, op, DefaultDeadline());
+    return AllReduce(data, count, dtype, op, DefaultDeadline(), WireFormat::kNative);
   }
   // Copies `size_bytes` from root's data into every other rank's data.
   virtual Status Broadcast(void* data, size_t size_bytes, int root, Deadline deadline) = 0;
@@ -111,7 +116,8 @@ class Communicator {
 
   // Queues an all-reduce on the worker thread. `data` must stay valid until
   // Wait() returns. The deadline starts when the operation starts running.
-  virtual std::shared_ptr<Work> AllReduceAsync(void* data, size_t count, DType dtype, ReduceOp op) = 0;
+  virtual std::shared_ptr<Work> AllReduceAsync(void* data, size_t count, DType dtype, ReduceOp op,
+                                               WireFormat wire = WireFormat::kNative) = 0;
 
   // The sticky error, if any (OK otherwise).
   virtual Status error() const = 0;

@@ -11,6 +11,13 @@ namespace cohort::comm {
 enum class DType : uint8_t { kFloat32, kBFloat16 };
 enum class ReduceOp : uint8_t { kSum, kAverage };
 
+// How float32 data of an all-reduce crosses the network (TCP): as is, or
+// rounded to bfloat16 at every hop (half the bytes; every addition stays in
+// float32, and every rank ends with the same values). Shared memory between
+// ranks of one host always carries float32.
+enum class WireFormat : uint8_t { kNative, kBFloat16 };
+std::string_view WireFormatName(WireFormat wire);
+
 inline size_t DTypeSize(DType dtype) { return dtype == DType::kFloat32 ? 4 : 2; }
 std::string_view DTypeName(DType dtype);
 

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "cohort/comm/communicator.h"
+#include "cohort/train/compression.h"
 #include "cohort/common/status.h"
 
 namespace cohort::train {
@@ -26,6 +27,10 @@ struct GradientSyncOptions {
   // accumulated during backward (on the communicator's worker thread).
   // false: all buckets are reduced in Synchronize(), after backward.
   bool overlap = true;
+  // Gradients on the wire between hosts (compression.h). Unset: from
+  // COHORT_GRAD_COMPRESSION, else none. Without a network (every rank on
+  // one host: the shm transport) it has no effect.
+  std::optional<GradCompression> compression;
 };
 
 // Averages the gradients of a module's parameters across ranks, like
@@ -56,6 +61,8 @@ class GradientSync {
   // Synchronize: with overlap, backward launches them as gradients complete.
   size_t buckets_launched() const;
   size_t bucket_bytes(size_t i) const;
+  // What is in effect (none on shared memory).
+  GradCompression compression() const;
 
   struct Impl;
 

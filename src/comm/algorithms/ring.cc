@@ -18,10 +18,72 @@ size_t SegLen(size_t count, int world_size, int i) {
   return SegStart(count, world_size, i + 1) - SegStart(count, world_size, i);
 }
 
+Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, ReduceOp op, size_t chunk_bytes,
+                             Deadline deadline, RingScratch& scratch) {
+  const int n = t.world_size();
+  const int r = t.rank();
+  const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(n) : 1.0f;
+  const int right = (r + 1) % n;
+  const int left = (r - 1 + n) % n;
+  size_t max_seg = 0;
+  for (int i = 0; i < n; ++i) max_seg = std::max(max_seg, SegLen(count, n, i));
+  if (scratch.recv.size() < max_seg * 2) scratch.recv.resize(max_seg * 2);
+  if (scratch.send.size() < max_seg) scratch.send.resize(max_seg);
+  if (scratch.gather.size() < count) scratch.gather.resize(count);
+  auto* incoming = reinterpret_cast<uint16_t*>(scratch.recv.data());
+  uint16_t* outgoing = scratch.send.data();
+  uint16_t* wire = scratch.gather.data();
+  const size_t chunk = std::max<size_t>(1, chunk_bytes / 2);  // elements
+
+  // Reduce-scatter: step s sends segment (r - s) as bfloat16 and adds the
+  // received (r - s - 1) into the float32 segment, chunk by chunk.
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_seg = ((r - s) % n + n) % n;
+    const int recv_seg = ((r - s - 1) % n + n) % n;
+    const size_t send_len = SegLen(count, n, send_seg);
+    const size_t recv_len = SegLen(count, n, recv_seg);
+    NarrowToBFloat16(outgoing, data + SegStart(count, n, send_seg), send_len);
+    float* dst = data + SegStart(count, n, recv_seg);
+    size_t reduced = 0;  // elements added so far
+    auto reduce_ready = [&](size_t received_bytes) {
+      const size_t received = received_bytes / 2;
+      while (reduced < received && (received - reduced >= chunk || received == recv_len)) {
+        const size_t len = std::min(chunk, received - reduced);
+        AddBFloat16Into(dst + reduced, incoming + reduced, len);
+        reduced += len;
+      }
+    };
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, outgoing, send_len * 2, left, incoming, recv_len * 2, deadline,
+                                      reduce_ready));
+    reduce_ready(recv_len * 2);
+  }
+
+  // Rank r owns segment (r + 1) mod n: scaled, rounded once, and that rounded
+  // value is what every rank (this one included) ends with.
+  const int own = (r + 1) % n;
+  float* own_data = data + SegStart(count, n, own);
+  if (scale != 1.0f) Scale(DType::kFloat32, own_data, SegLen(count, n, own), scale);
+  NarrowToBFloat16(wire + SegStart(count, n, own), own_data, SegLen(count, n, own));
+
+  // All-gather of the bfloat16 segments.
+  for (int s = 0; s < n - 1; ++s) {
+    const int send_seg = ((r + 1 - s) % n + n) % n;
+    const int recv_seg = ((r - s) % n + n) % n;
+    COHORT_RETURN_IF_ERROR(t.SendRecv(right, wire + SegStart(count, n, send_seg), SegLen(count, n, send_seg) * 2,
+                                      left, wire + SegStart(count, n, recv_seg), SegLen(count, n, recv_seg) * 2,
+                                      deadline, nullptr));
+  }
+  WidenFromBFloat16(data, wire, count);
+  return Status::Ok();
+}
+
 }  // namespace
 
 Status RingAllReduce(PairTransport& t, void* data, size_t count, DType dtype, ReduceOp op,
-                     size_t chunk_bytes, Deadline deadline, RingScratch& scratch) {
+                     size_t chunk_bytes, Deadline deadline, RingScratch& scratch, WireFormat wire) {
+  if (wire == WireFormat::kBFloat16 && dtype == DType::kFloat32 && t.world_size() > 1 && count > 0) {
+    return RingAllReduceBf16Wire(t, static_cast<float*>(data), count, op, chunk_bytes, deadline, scratch);
+  }
   const int n = t.world_size();
   const int r = t.rank();
   const size_t elem = DTypeSize(dtype);

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "cohort/comm/types.h"
@@ -21,11 +22,20 @@
 namespace cohort::comm {
 
 struct RingScratch {
-  std::vector<char> recv;  // one segment's worth of incoming bytes, reused
+  std::vector<char> recv;        // one segment's worth of incoming bytes, reused
+  std::vector<uint16_t> send;    // bfloat16 wire: one outgoing segment
+  std::vector<uint16_t> gather;  // bfloat16 wire: the whole buffer, for the all-gather
 };
 
+// wire == kBFloat16 with float32 data: every segment crosses the link as
+// bfloat16 (half the bytes). The reduce-scatter adds each received bfloat16
+// chunk into the float32 segment; the owner then rounds its reduced segment
+// to bfloat16 once (keeping the rounded value itself too) and the all-gather
+// circulates those, so every rank ends with identical values. Ignored for
+// bfloat16 data (already that small).
 Status RingAllReduce(PairTransport& t, void* data, size_t count, DType dtype, ReduceOp op,
-                     size_t chunk_bytes, Deadline deadline, RingScratch& scratch);
+                     size_t chunk_bytes, Deadline deadline, RingScratch& scratch,
+                     WireFormat wire = WireFormat::kNative);
 
 // out holds world_size blocks of size_bytes; block r receives rank r's `in`.
 Status RingAllGather(PairTransport& t, const void* in, void* out, size_t size_bytes,

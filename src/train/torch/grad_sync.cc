@@ -18,6 +18,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <cstring>
 #include <mutex>
 
 #include "cohort/common/logging.h"
@@ -48,6 +49,10 @@ struct GradientSync::Impl {
 
   comm::Communicator* comm = nullptr;
   GradientSyncOptions options;
+  GradCompression compression = GradCompression::kNone;
+  comm::WireFormat wire = comm::WireFormat::kNative;
+  // bf16-ef: per float32 bucket, what rounding took off its last contribution.
+  std::vector<std::vector<float>> residual;
   std::vector<Bucket> buckets;
   std::vector<torch::Tensor> params;
   std::vector<size_t> bucket_of;  // bucket index of params[i]
@@ -71,7 +76,30 @@ struct GradientSync::Impl {
 
   void Launch(size_t i) {  // REQUIRES: mu held
     Bucket& b = buckets[i];
-    b.work = comm->AllReduceAsync(b.data, b.count, b.dtype, comm::ReduceOp::kAverage);
+    FeedBackError(i);
+    b.work = comm->AllReduceAsync(b.data, b.count, b.dtype, comm::ReduceOp::kAverage, wire);
+  }
+
+  // Error feedback: g += residual; residual = g - bf16(g); g = bf16(g). The
+  // first hop then sends this rank's gradient exactly, and what its rounding
+  // dropped goes into the next step instead of being lost.
+  void FeedBackError(size_t i) {
+    if (residual.empty() || buckets[i].dtype != comm::DType::kFloat32) return;
+    auto* g = static_cast<float*>(buckets[i].data);
+    float* e = residual[i].data();
+    const size_t n = buckets[i].count;
+    for (size_t j = 0; j < n; ++j) {
+      const float v = g[j] + e[j];
+      uint32_t bits;
+      std::memcpy(&bits, &v, 4);
+      // Round to nearest even at bit 16; a NaN stays a NaN (and so does its residual).
+      const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
+      const uint32_t rounded = nan ? bits : (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
+      float q;
+      std::memcpy(&q, &rounded, 4);
+      e[j] = v - q;
+      g[j] = q;
+    }
   }
 
   void ResetStep() {
@@ -138,6 +166,18 @@ Result<std::unique_ptr<GradientSync>> GradientSync::Create(comm::Communicator& c
     auto impl = std::make_unique<Impl>();
     impl->comm = &comm;
     impl->options = options;
+    if (options.compression) {
+      impl->compression = *options.compression;
+    } else {
+      COHORT_ASSIGN_OR_RETURN(impl->compression, GradCompressionFromEnv());
+    }
+    if (impl->compression != GradCompression::kNone &&
+        (comm.world_size() == 1 || comm.transport() != comm::TransportKind::kTcp)) {
+      COHORT_LOG(INFO) << "gradient compression " << GradCompressionName(impl->compression)
+                       << " has no effect without a network between ranks; off";
+      impl->compression = GradCompression::kNone;
+    }
+    if (impl->compression != GradCompression::kNone) impl->wire = comm::WireFormat::kBFloat16;
     for (auto& p : module.parameters())
       if (p.requires_grad()) impl->params.push_back(p);
     std::reverse(impl->params.begin(), impl->params.end());
@@ -183,6 +223,10 @@ Result<std::unique_ptr<GradientSync>> GradientSync::Create(comm::Communicator& c
       }
       impl->buckets.push_back(b);
     }
+    if (impl->compression == GradCompression::kBFloat16ErrorFeedback) {
+      for (const auto& b : impl->buckets)
+        impl->residual.emplace_back(b.dtype == comm::DType::kFloat32 ? b.count : 0, 0.0f);
+    }
 
     impl->ResetStep();
     if (options.overlap && comm.world_size() > 1) {
@@ -227,9 +271,11 @@ Status GradientSync::Synchronize() {
     }
     for (size_t i = 0; i < impl_->buckets.size(); ++i) {
       auto& b = impl_->buckets[i];
+      if (i >= first_inline) impl_->FeedBackError(i);
       Status s = i < first_inline
                      ? (b.work ? b.work->Wait() : Status::Ok())
-                     : impl_->comm->AllReduce(b.data, b.count, b.dtype, comm::ReduceOp::kAverage);
+                     : impl_->comm->AllReduce(b.data, b.count, b.dtype, comm::ReduceOp::kAverage,
+                                              impl_->comm->DefaultDeadline(), impl_->wire);
       if (result.ok() && !s.ok()) result = s;
     }
   }
@@ -238,6 +284,7 @@ Status GradientSync::Synchronize() {
 }
 
 size_t GradientSync::num_buckets() const { return impl_->buckets.size(); }
+GradCompression GradientSync::compression() const { return impl_->compression; }
 size_t GradientSync::buckets_launched() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   return impl_->next_launch;
