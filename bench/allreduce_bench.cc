@@ -33,8 +33,14 @@ int Fail(const cohort::Status& s) {
 int main(int argc, char** argv) {
   std::vector<size_t> sizes = {4096, 262144, 2700000, 64u << 20};
   double seconds_per_size = 1.0;
+  cohort::comm::WireFormat wire = cohort::comm::WireFormat::kNative;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds_per_size = std::atof(argv[++i]);
+    if (std::strcmp(argv[i], "--wire") == 0 && i + 1 < argc) {
+      const std::string w = argv[++i];
+      if (w != "native" && w != "bf16") return Fail(cohort::Status::InvalidArgument("--wire native|bf16, got " + w));
+      wire = w == "bf16" ? cohort::comm::WireFormat::kBFloat16 : cohort::comm::WireFormat::kNative;
+    }
   }
   auto comm_or = Communicator::FromEnv();
   if (!comm_or.ok()) return Fail(comm_or.status());
@@ -56,7 +62,9 @@ int main(int argc, char** argv) {
       const int warm = bytes >= (8u << 20) ? 3 : 50;
       double t0 = Seconds();
       for (int i = 0; i < warm; ++i)
-        if (auto s = comm.AllReduce(buf, count, DType::kFloat32, ReduceOp::kSum); !s.ok()) return Fail(s);
+        if (auto s = comm.AllReduce(buf, count, DType::kFloat32, ReduceOp::kSum, comm.DefaultDeadline(), wire);
+            !s.ok())
+          return Fail(s);
       double per_op = (Seconds() - t0) / warm;
       int iters = static_cast<int>(seconds_per_size / per_op);
       iters = std::max(5, std::min(iters, 200000));
@@ -64,13 +72,15 @@ int main(int argc, char** argv) {
       if (auto s = comm.Barrier(); !s.ok()) return Fail(s);
       t0 = Seconds();
       for (int i = 0; i < iters; ++i)
-        if (auto s = comm.AllReduce(buf, count, DType::kFloat32, ReduceOp::kSum); !s.ok()) return Fail(s);
+        if (auto s = comm.AllReduce(buf, count, DType::kFloat32, ReduceOp::kSum, comm.DefaultDeadline(), wire);
+            !s.ok())
+          return Fail(s);
       double elapsed = Seconds() - t0;
       if (comm.rank() == 0) {
         double lat = elapsed / iters;
-        std::printf("cohort size=%zu buffer=%s transport=%s iters=%d lat_us=%.2f algbw_gbs=%.3f\n", bytes,
-                    mode, std::string(cohort::comm::TransportName(comm.transport())).c_str(), iters,
-                    lat * 1e6, bytes / lat / 1e9);
+        std::printf("cohort size=%zu buffer=%s transport=%s wire=%s iters=%d lat_us=%.2f algbw_gbs=%.3f\n",
+                    bytes, mode, std::string(cohort::comm::TransportName(comm.transport())).c_str(),
+                    std::string(cohort::comm::WireFormatName(wire)).c_str(), iters, lat * 1e6, bytes / lat / 1e9);
         std::fflush(stdout);
       }
     }
