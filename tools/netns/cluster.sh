@@ -128,7 +128,9 @@ exec_on() {
   shift
   [[ "${1:-}" == "--" ]] && shift
   [[ -e "$STATE_DIR/h$i.uts" ]] || die "no host $i in $NAME (run: $0 up N)"
-  exec nsenter --net="/run/netns/$(host_ns "$i")" --uts="$STATE_DIR/h$i.uts" --mount="$STATE_DIR/h$i.mnt" -- "$@"
+  # Same working directory as the caller: relative paths keep working.
+  exec nsenter --net="/run/netns/$(host_ns "$i")" --uts="$STATE_DIR/h$i.uts" --mount="$STATE_DIR/h$i.mnt" \
+    --wd="$PWD" -- "$@"
 }
 
 link() {
