@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "algorithms/direct.h"
+#include "algorithms/hierarchical.h"
 #include "algorithms/ring.h"
 #include "cohort/comm/rendezvous.h"
 #include "cohort/common/logging.h"
@@ -31,7 +32,8 @@ namespace cohort::comm {
 namespace {
 
 // Ranks with equal keys share a host (and so /dev/shm).
-std::string HostKey() {
+std::string HostKey(const Options& options) {
+  if (!options.host_key.empty()) return options.host_key;
   char host[256] = {0};
   gethostname(host, sizeof(host) - 1);
   std::ifstream boot("/proc/sys/kernel/random/boot_id");
@@ -110,6 +112,9 @@ class CommunicatorImpl : public Communicator {
  private:
   // Runs one collective under exec_mu_, recording the first failure.
   Status Execute(const std::string& what, Deadline deadline, const std::function<Status()>& body);
+  Status AllReduceBody(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline, WireFormat wire);
+  // keys[r]: rank r's host. Sets up the hierarchical path when it applies.
+  Status SetUpHierarchy(const std::shared_ptr<Store>& store, const std::vector<std::string>& keys, Deadline deadline);
   void WaitForQueue();
   void WorkerLoop();
   void RecordError(const Status& s);
@@ -124,6 +129,13 @@ class CommunicatorImpl : public Communicator {
   std::unique_ptr<TcpMesh> tcp_;
   std::unique_ptr<ShmGroup> shm_;
   std::unique_ptr<DirectCollectives> direct_;
+  // Hierarchical all-reduce (ranks on several hosts, as many on each): this
+  // host's ranks in shared memory, and the ring of this local rank's peers.
+  std::unique_ptr<ShmGroup> local_shm_;
+  std::unique_ptr<DirectCollectives> local_direct_;
+  std::unique_ptr<TcpMesh> stripe_tcp_;
+  int local_rank_ = 0;
+  int local_size_ = 1;
   RingScratch ring_scratch_;
   struct FreeDeleter {
     void operator()(char* p) const { std::free(p); }
@@ -155,15 +167,17 @@ CommunicatorImpl::~CommunicatorImpl() {
 Status CommunicatorImpl::Init(std::shared_ptr<Store> store) {
   const Deadline deadline = Deadline::After(options_.timeout);
   // Which ranks share this host?
-  COHORT_RETURN_IF_ERROR(store->Set("host/" + std::to_string(rank_), HostKey()));
+  COHORT_RETURN_IF_ERROR(store->Set("host/" + std::to_string(rank_), HostKey(options_)));
   bool all_local = true;
-  std::string mine = HostKey(), other_host;
+  std::string mine = HostKey(options_), other_host;
   int other_rank = -1;
+  std::vector<std::string> keys(world_size_);
   for (int p = 0; p < world_size_; ++p) {
     auto key = store->Get("host/" + std::to_string(p), deadline);
     if (!key.ok())
       return key.status().WithPrefix("rendezvous: rank " + std::to_string(p) +
                                      " did not join within " + std::to_string(options_.timeout.count()) + " ms");
+    keys[p] = *key;
     if (*key != mine && all_local) {
       all_local = false;
       other_rank = p;
@@ -183,12 +197,65 @@ Status CommunicatorImpl::Init(std::shared_ptr<Store> store) {
   } else {
     COHORT_ASSIGN_OR_RETURN(
         tcp_, TcpMesh::Connect(*store, rank_, world_size_, deadline, options_.auth_secret));
+    if (options_.hierarchical && options_.transport == TransportKind::kAuto) {
+      COHORT_RETURN_IF_ERROR(SetUpHierarchy(store, keys, deadline));
+    }
   }
   // Everyone is connected; after this nobody needs the store again.
   COHORT_RETURN_IF_ERROR(Barrier(deadline));
   COHORT_LOG(DEBUG) << "communicator ready: rank=" << rank_ << " world_size=" << world_size_
                     << " transport=" << TransportName(transport_);
   return Status::Ok();
+}
+
+Status CommunicatorImpl::SetUpHierarchy(const std::shared_ptr<Store>& store, const std::vector<std::string>& keys,
+                                        Deadline deadline) {
+  // Hosts in order of their lowest rank; ranks of a host in rank order.
+  std::vector<std::string> hosts;
+  std::vector<std::vector<int>> ranks_of;
+  for (int p = 0; p < world_size_; ++p) {
+    auto it = std::find(hosts.begin(), hosts.end(), keys[p]);
+    if (it == hosts.end()) {
+      hosts.push_back(keys[p]);
+      ranks_of.emplace_back();
+      it = hosts.end() - 1;
+    }
+    ranks_of[it - hosts.begin()].push_back(p);
+  }
+  const int num_hosts = static_cast<int>(hosts.size());
+  const int per_host = static_cast<int>(ranks_of[0].size());
+  for (const auto& r : ranks_of)
+    if (static_cast<int>(r.size()) != per_host) return Status::Ok();  // uneven: the flat ring
+  if (num_hosts < 2 || per_host < 2) return Status::Ok();
+  int host = 0;
+  for (int h = 0; h < num_hosts; ++h) {
+    auto it = std::find(ranks_of[h].begin(), ranks_of[h].end(), rank_);
+    if (it != ranks_of[h].end()) {
+      host = h;
+      local_rank_ = static_cast<int>(it - ranks_of[h].begin());
+    }
+  }
+  local_size_ = per_host;
+  auto local_store = NewPrefixStore("local/" + std::to_string(host), store);
+  COHORT_ASSIGN_OR_RETURN(local_shm_, ShmGroup::Create(*local_store, local_rank_, local_size_,
+                                                       options_.shm_scratch_bytes, deadline));
+  local_direct_ = std::make_unique<DirectCollectives>(*local_shm_);
+  auto stripe_store = NewPrefixStore("stripe/" + std::to_string(local_rank_), store);
+  COHORT_ASSIGN_OR_RETURN(stripe_tcp_,
+                          TcpMesh::Connect(*stripe_store, host, num_hosts, deadline, options_.auth_secret));
+  COHORT_LOG(DEBUG) << "communicator: hierarchical all-reduce, " << num_hosts << " hosts x " << per_host
+                    << " ranks; rank " << rank_ << " is local rank " << local_rank_ << " of host " << host;
+  return Status::Ok();
+}
+
+Status CommunicatorImpl::AllReduceBody(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline,
+                                       WireFormat wire) {
+  if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
+  if (local_direct_) {
+    return HierarchicalAllReduce(*local_direct_, local_rank_, local_size_, *stripe_tcp_, data, count, dtype, op,
+                                 options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
+  }
+  return RingAllReduce(*tcp_, data, count, dtype, op, options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
 }
 
 int64_t CommunicatorImpl::MsUntil(Deadline d) const {
@@ -206,6 +273,8 @@ void CommunicatorImpl::Abort(const std::string& reason) {
   RecordError(Status::Cancelled("rank " + std::to_string(rank_) + " aborted: " + reason));
   if (shm_) shm_->Abort(reason);
   if (tcp_) tcp_->Shutdown();
+  if (local_shm_) local_shm_->Abort(reason);
+  if (stripe_tcp_) stripe_tcp_->Shutdown();
 }
 
 Status CommunicatorImpl::Execute(const std::string& what, Deadline deadline,
@@ -213,6 +282,7 @@ Status CommunicatorImpl::Execute(const std::string& what, Deadline deadline,
   std::lock_guard<std::mutex> lock(exec_mu_);
   if (Status e = error(); !e.ok()) return e;
   if (shm_) shm_->set_timeout_ms(MsUntil(deadline));
+  if (local_shm_) local_shm_->set_timeout_ms(MsUntil(deadline));
   Status s = body();
   if (!s.ok()) {
     s = s.WithPrefix(what + " on rank " + std::to_string(rank_));
@@ -220,6 +290,8 @@ Status CommunicatorImpl::Execute(const std::string& what, Deadline deadline,
     COHORT_LOG(ERROR) << s.ToString();
     if (shm_) shm_->Abort(s.message());
     if (tcp_) tcp_->Shutdown();
+    if (local_shm_) local_shm_->Abort(s.message());
+    if (stripe_tcp_) stripe_tcp_->Shutdown();
   }
   return s;
 }
@@ -234,11 +306,7 @@ Status CommunicatorImpl::AllReduce(void* data, size_t count, DType dtype, Reduce
   if (data == nullptr && count > 0) return Status::InvalidArgument("AllReduce: null buffer");
   WaitForQueue();
   return Execute("AllReduce(" + std::to_string(count) + " x " + std::string(DTypeName(dtype)) + ")",
-                 deadline, [&] {
-                   if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
-                   return RingAllReduce(*tcp_, data, count, dtype, op, options_.tcp_chunk_bytes,
-                                        deadline, ring_scratch_, wire);
-                 });
+                 deadline, [&] { return AllReduceBody(data, count, dtype, op, deadline, wire); });
 }
 
 Status CommunicatorImpl::Broadcast(void* data, size_t size_bytes, int root, Deadline deadline) {
@@ -307,11 +375,7 @@ std::shared_ptr<Work> CommunicatorImpl::AllReduceAsync(void* data, size_t count,
     Deadline deadline = DefaultDeadline();
     work->Finish(Execute("AllReduce(" + std::to_string(count) + " x " +
                              std::string(DTypeName(dtype)) + ", async)",
-                         deadline, [&] {
-                           if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
-                           return RingAllReduce(*tcp_, data, count, dtype, op,
-                                                options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
-                         }));
+                         deadline, [&] { return AllReduceBody(data, count, dtype, op, deadline, wire); }));
   });
   queue_cv_.notify_all();
   return work;

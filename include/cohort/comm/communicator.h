@@ -53,6 +53,14 @@ struct Options {
   // is not affected. FromEnv uses COHORT_JOB_TOKEN when this is empty, for
   // the rendezvous store as well.
   std::string auth_secret;
+  // Which host this rank is on, for the topology: ranks with equal keys share
+  // memory. "" = this machine's host name and boot id (the normal case);
+  // tests set it to make several "hosts" out of one process.
+  std::string host_key;
+  // Ranks on several hosts, the same number on each (> 1): all-reduce goes
+  // through shared memory within a host and a ring per stripe between hosts
+  // (see algorithms/hierarchical.h). false: one flat TCP ring.
+  bool hierarchical = true;
 };
 
 // A pending asynchronous collective.

@@ -194,7 +194,7 @@ Result<std::unique_ptr<GradientSync>> GradientSync::Create(comm::Communicator& c
       const size_t bytes = p.numel() * p.element_size();
       if (plans.empty() || plans.back().dtype != dt ||
           (plans.back().bytes > 0 && plans.back().bytes + bytes > options.bucket_bytes))
-        plans.push_back(Plan{dt});
+        plans.push_back(Plan{dt, 0, {}});
       plans.back().bytes += (bytes + 63) / 64 * 64;  // keep every slice 64-byte aligned
       plans.back().members.push_back(i);
     }
