@@ -456,7 +456,7 @@ TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   ASSERT_TRUE(head->Wait([&](const Record& r) {
     return r.logs.count(id) != 0 && r.logs.at(id) == "one\n";
   }));
-  std::this_thread::sleep_for(200ms);  // the ack's way back
+  std::this_thread::sleep_for(500ms);  // the ack's way back (sent as the chunk arrives)
   head->Shutdown();  // "two" is printed while there is no head
   std::this_thread::sleep_for(1s);
   EXPECT_FALSE(agent.connected());
