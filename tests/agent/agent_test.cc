@@ -440,6 +440,14 @@ TEST(AgentTest, ReconnectsAndReattachesRunningWorkers) {
   ASSERT_TRUE(head->Wait([&](const Record& r) { return FindExit(r, id) != nullptr; }));
 }
 
+// Starts worker ("r", 0, 0), which prints "one", then "two" a second and a half
+// later, and waits until the head has "one".
+bool StartOneThenTwo(FakeHead& head) {
+  head.Send(StartMsg("r", 0, 0, "echo one; sleep 1.5; echo two; sleep 60"));
+  const WorkerId id{"r", 0, 0};
+  return head.Wait([&](const Record& r) { return r.logs.count(id) != 0 && r.logs.at(id) == "one\n"; });
+}
+
 // A head that acknowledges what it received (LogAck, as the real one does
 // once the bytes are in the job's log): only what was printed while no head
 // was there is sent to the restarted one.
@@ -451,11 +459,8 @@ TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   int port = head->port();
   Agent agent(TestOptions(head->address(), dir.path()));
   ASSERT_TRUE(agent.Start().ok());
-  head->Send(StartMsg("r", 0, 0, "echo one; sleep 0.5; echo two; sleep 60"));
-  WorkerId id{"r", 0, 0};
-  ASSERT_TRUE(head->Wait([&](const Record& r) {
-    return r.logs.count(id) != 0 && r.logs.at(id) == "one\n";
-  }));
+  const WorkerId id{"r", 0, 0};
+  ASSERT_TRUE(StartOneThenTwo(*head));
   std::this_thread::sleep_for(500ms);  // the ack's way back (sent as the chunk arrives)
   head->Shutdown();  // "two" is printed while there is no head
   std::this_thread::sleep_for(1s);
@@ -482,11 +487,8 @@ TEST(AgentTest, LogChunksNotAcknowledgedAreSentAgain) {
   int port = head->port();
   Agent agent(TestOptions(head->address(), dir.path()));
   ASSERT_TRUE(agent.Start().ok());
-  head->Send(StartMsg("r", 0, 0, "echo one; sleep 0.5; echo two; sleep 60"));
-  WorkerId id{"r", 0, 0};
-  ASSERT_TRUE(head->Wait([&](const Record& r) {
-    return r.logs.count(id) != 0 && r.logs.at(id) == "one\n";
-  }));
+  const WorkerId id{"r", 0, 0};
+  ASSERT_TRUE(StartOneThenTwo(*head));
   head->Shutdown();
   std::this_thread::sleep_for(1s);
 
