@@ -38,8 +38,11 @@ int main(int argc, char** argv) {
     if (std::strcmp(argv[i], "--seconds") == 0 && i + 1 < argc) seconds_per_size = std::atof(argv[++i]);
     if (std::strcmp(argv[i], "--wire") == 0 && i + 1 < argc) {
       const std::string w = argv[++i];
-      if (w != "native" && w != "bf16") return Fail(cohort::Status::InvalidArgument("--wire native|bf16, got " + w));
-      wire = w == "bf16" ? cohort::comm::WireFormat::kBFloat16 : cohort::comm::WireFormat::kNative;
+      if (w != "native" && w != "bf16" && w != "fp16")
+        return Fail(cohort::Status::InvalidArgument("--wire native|bf16|fp16, got " + w));
+      wire = w == "bf16"   ? cohort::comm::WireFormat::kBFloat16
+             : w == "fp16" ? cohort::comm::WireFormat::kFloat16
+                           : cohort::comm::WireFormat::kNative;
     }
   }
   auto comm_or = Communicator::FromEnv();

@@ -38,7 +38,7 @@ struct Flags {
   uint64_t seed = 0;
   bool resume = false;
   int64_t train_subset = 0;  // 0 = all 60k
-  double bucket_mb = 25;
+  double bucket_mb = 0;
   std::string grad_compression;  // "" = from the environment
   bool no_overlap = false;
   int threads = 0;  // 0 = cores / local ranks
@@ -109,12 +109,14 @@ int main(int argc, char** argv) {
   app.add_option("--seed", f.seed, "Seed for initialisation and shuffling");
   app.add_flag("--resume", f.resume, "Resume from the newest checkpoint in --checkpoint-dir, if any");
   app.add_option("--train-subset", f.train_subset, "Use only the first N training samples (0 = all)")->check(CLI::NonNegativeNumber);
-  app.add_option("--bucket-mb", f.bucket_mb, "Gradient bucket size in MB")->check(CLI::PositiveNumber);
+  app.add_option("--bucket-mb", f.bucket_mb,
+                 "Gradient bucket size in MB (default 0: automatic; 25 on one host, smaller across hosts)")
+      ->check(CLI::NonNegativeNumber);
   app.add_flag("--no-overlap", f.no_overlap, "All-reduce gradients after backward instead of during it");
   app.add_option("--grad-compression", f.grad_compression,
-                 "Gradients on the wire between hosts: none, bf16 or bf16-ef (default: env COHORT_GRAD_COMPRESSION, "
+                 "Gradients on the wire between hosts: none, bf16, bf16-ef, fp16 or fp16-ef (default: env COHORT_GRAD_COMPRESSION, "
                  "else none)")
-      ->check(CLI::IsMember({"none", "bf16", "bf16-ef"}));
+      ->check(CLI::IsMember({"none", "bf16", "bf16-ef", "fp16", "fp16-ef"}));
   app.add_option("--threads", f.threads, "Intra-op threads per rank (0 = cores / local ranks)")->check(CLI::NonNegativeNumber);
   app.add_flag("--profile", f.profile, "Print where each step's time goes (rank 0)");
   CLI11_PARSE(app, argc, argv);

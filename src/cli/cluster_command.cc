@@ -598,7 +598,7 @@ Command AddRunCommand(CLI::App& root) {
   app->add_option("--working-dir", f->submit.working_dir, "A directory shipped to the workers as their cwd");
   app->add_option("--env", f->submit.env, "KEY=VALUE for the workers (repeatable)");
   app->add_option("--grad-compression", f->submit.grad_compression,
-                  "Gradients on the wire between hosts: none, bf16 or bf16-ef (sets COHORT_GRAD_COMPRESSION)");
+                  "Gradients on the wire between hosts: none, bf16, bf16-ef, fp16 or fp16-ef (sets COHORT_GRAD_COMPRESSION)");
   app->add_option("--runtime-env-json", f->submit.runtime_env_json, "A Ray runtime_env object");
   app->add_option("--submission-id", f->submit.submission_id, "The job's id");
   app->add_option("--state-dir", f->state_dir, "Keep the embedded cluster's state here (default: a temp dir)");

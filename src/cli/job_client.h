@@ -115,7 +115,7 @@ struct SubmitOptions {
   std::string working_dir;       // local dir/zip or a remote URI; "" keeps runtime_env's
   std::string metadata_json;     // a JSON object of strings, "" for none
   std::vector<std::string> env;  // KEY=VALUE, into runtime_env.env_vars
-  std::string grad_compression;  // "" or none / bf16 / bf16-ef: COHORT_GRAD_COMPRESSION
+  std::string grad_compression;  // "" or none / bf16 / bf16-ef / fp16 / fp16-ef: COHORT_GRAD_COMPRESSION
   std::optional<int> workers;
   std::optional<double> cpus_per_worker;
   std::optional<double> gpus_per_worker;

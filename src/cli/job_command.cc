@@ -218,7 +218,7 @@ CLI::App* AddSubmit(CLI::App* job, std::shared_ptr<SubmitFlags> f) {
   sub->add_option("--metadata-json", o.metadata_json, "Metadata: a JSON object of strings");
   sub->add_option("--env", o.env, "Environment variable KEY=VALUE for the job (repeatable)");
   sub->add_option("--grad-compression", o.grad_compression,
-                  "Gradients on the wire between hosts: none, bf16 or bf16-ef (sets COHORT_GRAD_COMPRESSION)");
+                  "Gradients on the wire between hosts: none, bf16, bf16-ef, fp16 or fp16-ef (sets COHORT_GRAD_COMPRESSION)");
   f->workers_opt = sub->add_option("--workers", f->workers,
                                    "Run the entrypoint as N gang-placed workers (torchrun env)");
   f->cpus_opt = sub->add_option("--cpus-per-worker", f->cpus_per_worker,

@@ -21,6 +21,7 @@
 #include <thread>
 
 #include "algorithms/direct.h"
+#include "algorithms/doubling.h"
 #include "algorithms/hierarchical.h"
 #include "algorithms/ring.h"
 #include "cohort/comm/rendezvous.h"
@@ -48,6 +49,20 @@ Status ApplyEnvOverrides(Options& options) {
     if (!kind.ok()) return kind.status().WithPrefix("COHORT_COMM_TRANSPORT");
     options.transport = *kind;
   }
+  auto int_env = [](const char* name, long long lo, long long hi, int* out) -> Status {
+    const char* t = std::getenv(name);
+    if (t == nullptr || *t == '\0') return Status::Ok();
+    char* end = nullptr;
+    long long v = std::strtoll(t, &end, 10);
+    if (end == t || *end != '\0' || v < lo || v > hi)
+      return Status::InvalidArgument(std::string(name) + "='" + t + "' is not a whole number in [" +
+                                     std::to_string(lo) + ", " + std::to_string(hi) + "]");
+    *out = static_cast<int>(v);
+    return Status::Ok();
+  };
+  COHORT_RETURN_IF_ERROR(int_env("COHORT_COMM_TCP_STREAMS", 1, TcpMesh::kMaxStreams, &options.tcp_streams));
+  COHORT_RETURN_IF_ERROR(
+      int_env("COHORT_COMM_TCP_SOCKET_BUFFER", 0, 1 << 30, &options.tcp_socket_buffer_bytes));
   if (const char* t = std::getenv("COHORT_COMM_TIMEOUT_MS"); t != nullptr && *t != '\0') {
     char* end = nullptr;
     long long ms = std::strtoll(t, &end, 10);
@@ -115,6 +130,9 @@ class CommunicatorImpl : public Communicator {
   Status AllReduceBody(void* data, size_t count, DType dtype, ReduceOp op, Deadline deadline, WireFormat wire);
   // keys[r]: rank r's host. Sets up the hierarchical path when it applies.
   Status SetUpHierarchy(const std::shared_ptr<Store>& store, const std::vector<std::string>& keys, Deadline deadline);
+  TcpMeshOptions MeshOptions() const {
+    return {options_.auth_secret, options_.tcp_streams, options_.tcp_socket_buffer_bytes};
+  }
   void WaitForQueue();
   void WorkerLoop();
   void RecordError(const Status& s);
@@ -196,7 +214,7 @@ Status CommunicatorImpl::Init(std::shared_ptr<Store> store) {
     direct_ = std::make_unique<DirectCollectives>(*shm_);
   } else {
     COHORT_ASSIGN_OR_RETURN(
-        tcp_, TcpMesh::Connect(*store, rank_, world_size_, deadline, options_.auth_secret));
+        tcp_, TcpMesh::Connect(*store, rank_, world_size_, deadline, MeshOptions()));
     if (options_.hierarchical && options_.transport == TransportKind::kAuto) {
       COHORT_RETURN_IF_ERROR(SetUpHierarchy(store, keys, deadline));
     }
@@ -242,7 +260,7 @@ Status CommunicatorImpl::SetUpHierarchy(const std::shared_ptr<Store>& store, con
   local_direct_ = std::make_unique<DirectCollectives>(*local_shm_);
   auto stripe_store = NewPrefixStore("stripe/" + std::to_string(local_rank_), store);
   COHORT_ASSIGN_OR_RETURN(stripe_tcp_,
-                          TcpMesh::Connect(*stripe_store, host, num_hosts, deadline, options_.auth_secret));
+                          TcpMesh::Connect(*stripe_store, host, num_hosts, deadline, MeshOptions()));
   COHORT_LOG(DEBUG) << "communicator: hierarchical all-reduce, " << num_hosts << " hosts x " << per_host
                     << " ranks; rank " << rank_ << " is local rank " << local_rank_ << " of host " << host;
   return Status::Ok();
@@ -253,9 +271,10 @@ Status CommunicatorImpl::AllReduceBody(void* data, size_t count, DType dtype, Re
   if (direct_) return direct_->AllReduce(data, count, dtype, op, deadline);
   if (local_direct_) {
     return HierarchicalAllReduce(*local_direct_, local_rank_, local_size_, *stripe_tcp_, data, count, dtype, op,
-                                 options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
+                                 options_.tcp_chunk_bytes, options_.tcp_small_bytes, deadline, ring_scratch_, wire);
   }
-  return RingAllReduce(*tcp_, data, count, dtype, op, options_.tcp_chunk_bytes, deadline, ring_scratch_, wire);
+  return NetworkAllReduce(*tcp_, data, count, dtype, op, options_.tcp_chunk_bytes, options_.tcp_small_bytes,
+                          deadline, ring_scratch_, wire);
 }
 
 int64_t CommunicatorImpl::MsUntil(Deadline d) const {

@@ -7,8 +7,13 @@
 // once and the destination written once per block.
 #include "reduce.h"
 
+#include <algorithm>
 #include <cstdint>
 #include <cstring>
+
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
 
 namespace cohort::comm {
 namespace {
@@ -80,7 +85,96 @@ void NarrowBf16Fast(uint16_t* __restrict out, const float* __restrict in, size_t
   }
 }
 
+// IEEE half. Scalar versions through _Float16 (libgcc's conversions), and
+// F16C versions, 8 lanes at a time, chosen once at run time.
+void NarrowF16Scalar(uint16_t* out, const float* in, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = FloatToFloat16(in[i]);
+}
+void WidenF16Scalar(float* out, const uint16_t* in, size_t n) {
+  for (size_t i = 0; i < n; ++i) out[i] = Float16ToFloat(in[i]);
+}
+void AddF16Scalar(float* acc, const uint16_t* in, size_t n) {
+  for (size_t i = 0; i < n; ++i) acc[i] += Float16ToFloat(in[i]);
+}
+
+#if defined(__x86_64__) && !defined(__clang__)
+#define COHORT_HAVE_F16C_PATH 1
+__attribute__((target("avx,f16c"))) void NarrowF16C(uint16_t* out, const float* in, size_t n) {
+  const __m256 hi = _mm256_set1_ps(65504.0f), lo = _mm256_set1_ps(-65504.0f);
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    // min/max return their second operand when either is NaN: NaN stays NaN.
+    __m256 v = _mm256_max_ps(lo, _mm256_min_ps(hi, _mm256_loadu_ps(in + i)));
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  NarrowF16Scalar(out + i, in + i, n - i);
+}
+__attribute__((target("avx,f16c"))) void WidenF16C(float* out, const uint16_t* in, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8)
+    _mm256_storeu_ps(out + i, _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i))));
+  WidenF16Scalar(out + i, in + i, n - i);
+}
+__attribute__((target("avx,f16c"))) void AddF16C(float* acc, const uint16_t* in, size_t n) {
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    __m256 h = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(in + i)));
+    _mm256_storeu_ps(acc + i, _mm256_add_ps(_mm256_loadu_ps(acc + i), h));
+  }
+  AddF16Scalar(acc + i, in + i, n - i);
+}
+bool HaveF16C() {
+  static const bool have = __builtin_cpu_supports("avx") && __builtin_cpu_supports("f16c");
+  return have;
+}
+#endif
+
 }  // namespace
+
+void NarrowToFloat16(uint16_t* out, const float* in, size_t count) {
+#ifdef COHORT_HAVE_F16C_PATH
+  if (HaveF16C()) return NarrowF16C(out, in, count);
+#endif
+  NarrowF16Scalar(out, in, count);
+}
+void WidenFromFloat16(float* out, const uint16_t* in, size_t count) {
+#ifdef COHORT_HAVE_F16C_PATH
+  if (HaveF16C()) return WidenF16C(out, in, count);
+#endif
+  WidenF16Scalar(out, in, count);
+}
+void AddFloat16Into(float* acc, const uint16_t* in, size_t count) {
+#ifdef COHORT_HAVE_F16C_PATH
+  if (HaveF16C()) return AddF16C(acc, in, count);
+#endif
+  AddF16Scalar(acc, in, count);
+}
+
+void QuantizeWithErrorFeedback(WireFormat wire, float* values, float* residual, size_t count) {
+  if (wire == WireFormat::kNative) return;
+  constexpr size_t kPiece = 4096;
+  uint16_t half[kPiece];
+  float rounded[kPiece];
+  for (size_t base = 0; base < count; base += kPiece) {
+    const size_t n = std::min(kPiece, count - base);
+    float* g = values + base;
+    float* e = residual + base;
+    for (size_t j = 0; j < n; ++j) g[j] += e[j];
+    if (wire == WireFormat::kBFloat16) {
+      NarrowBf16Fast(half, g, n);
+      WidenBf16(rounded, half, n);
+    } else {
+      NarrowToFloat16(half, g, n);
+      WidenFromFloat16(rounded, half, n);
+    }
+    for (size_t j = 0; j < n; ++j) {
+      // A NaN stays a NaN, and so does its residual.
+      e[j] = g[j] - rounded[j];
+      g[j] = rounded[j];
+    }
+  }
+}
 
 void ReduceSum(DType dtype, void* dst, const void* const* srcs, int num_srcs, size_t count,
                float scale) {

@@ -28,4 +28,10 @@ void NarrowToBFloat16(uint16_t* out, const float* in, size_t count);
 void WidenFromBFloat16(float* out, const uint16_t* in, size_t count);
 void AddBFloat16Into(float* acc, const uint16_t* in, size_t count);
 
+// The same for IEEE half (FloatToFloat16's rounding and saturation), with
+// F16C instructions where the CPU has them.
+void NarrowToFloat16(uint16_t* out, const float* in, size_t count);
+void WidenFromFloat16(float* out, const uint16_t* in, size_t count);
+void AddFloat16Into(float* acc, const uint16_t* in, size_t count);
+
 }  // namespace cohort::comm

@@ -12,7 +12,12 @@ std::string_view DTypeName(DType dtype) {
 }
 
 std::string_view WireFormatName(WireFormat wire) {
-  return wire == WireFormat::kNative ? "native" : "bfloat16";
+  switch (wire) {
+    case WireFormat::kNative: return "native";
+    case WireFormat::kBFloat16: return "bfloat16";
+    case WireFormat::kFloat16: return "float16";
+  }
+  return "?";
 }
 
 float BFloat16ToFloat(uint16_t v) {
@@ -28,6 +33,21 @@ uint16_t FloatToBFloat16(float f) {
   if ((bits & 0x7fffffffu) > 0x7f800000u) return 0x7fc0;  // NaN stays a (quiet) NaN
   bits += 0x7fffu + ((bits >> 16) & 1u);                  // round to nearest, ties to even
   return static_cast<uint16_t>(bits >> 16);
+}
+
+float Float16ToFloat(uint16_t v) {
+  _Float16 h;
+  std::memcpy(&h, &v, sizeof(h));
+  return static_cast<float>(h);
+}
+
+uint16_t FloatToFloat16(float f) {
+  constexpr float kMax = 65504.0f;
+  if (!(f != f)) f = f > kMax ? kMax : (f < -kMax ? -kMax : f);  // NaN stays NaN
+  _Float16 h = static_cast<_Float16>(f);
+  uint16_t v;
+  std::memcpy(&v, &h, sizeof(v));
+  return v;
 }
 
 std::string_view TransportName(TransportKind kind) {

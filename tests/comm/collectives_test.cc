@@ -202,20 +202,26 @@ INSTANTIATE_TEST_SUITE_P(All, FailingPeer,
                                   (std::get<1>(info.param) ? "_stalls" : "_dies");
                          });
 
-// bfloat16 on the wire (TCP): half the bytes, float32 additions; every rank
-// ends with the same values, each one a bfloat16 value close to the sum.
-class Bf16Wire : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
+// 16-bit floats on the wire (TCP ring): half the bytes, float32 additions;
+// every rank ends with the same values, each one a 16-bit value close to the sum.
+class HalfWire : public ::testing::TestWithParam<std::tuple<WireFormat, int, size_t>> {};
 
-TEST_P(Bf16Wire, EveryRankGetsTheSameRoundedSum) {
-  const auto [world, count] = GetParam();
+TEST_P(HalfWire, EveryRankGetsTheSameRoundedSum) {
+  const auto [wire, world, count] = GetParam();
   std::vector<std::vector<float>> results(world);
   auto input = [](int r, size_t i) { return std::sin(0.37f * static_cast<float>(i) + r) * (1.0f + r); };
-  auto statuses = RunRankThreads(world, SmallOptions(TransportKind::kTcp), [&](Communicator& c) {
+  auto round_trip = [wire = wire](float f) {
+    return wire == WireFormat::kFloat16 ? Float16ToFloat(FloatToFloat16(f)) : BFloat16ToFloat(FloatToBFloat16(f));
+  };
+  const int mantissa_bits = wire == WireFormat::kFloat16 ? 11 : 8;
+  Options o = SmallOptions(TransportKind::kTcp);
+  o.tcp_small_bytes = 0;  // the ring even for tiny buffers
+  auto statuses = RunRankThreads(world, o, [&](Communicator& c) {
     std::vector<float> data(count);
     for (size_t i = 0; i < count; ++i) data[i] = input(c.rank(), i);
     for (ReduceOp op : {ReduceOp::kSum, ReduceOp::kAverage}) {
       std::vector<float> d = data;
-      auto work = c.AllReduceAsync(d.data(), count, DType::kFloat32, op, WireFormat::kBFloat16);
+      auto work = c.AllReduceAsync(d.data(), count, DType::kFloat32, op, wire);
       COHORT_RETURN_IF_ERROR(work->Wait());
       if (op == ReduceOp::kAverage) {
         for (size_t i = 0; i < count; ++i) d[i] *= static_cast<float>(c.world_size());
@@ -233,23 +239,129 @@ TEST_P(Bf16Wire, EveryRankGetsTheSameRoundedSum) {
       exact += input(r, i);
       magnitude += std::fabs(input(r, i));
     }
-    // One rounding of each partial sum sent and of the result: 2^-8 each.
-    ASSERT_NEAR(results[0][i], exact, magnitude * world * std::ldexp(1.0, -8) + 1e-6) << "at " << i;
-    // It crossed the wire as bfloat16: the result is a bfloat16 value (times
+    // One rounding of each partial sum sent and of the result.
+    ASSERT_NEAR(results[0][i], exact, magnitude * world * std::ldexp(1.0, -mantissa_bits) + 1e-6) << "at " << i;
+    // It crossed the wire as 16-bit floats: the result is such a value (times
     // world_size for the average, exact for 2 and 4).
     if (world != 3) {
-      ASSERT_EQ(BFloat16ToFloat(FloatToBFloat16(results[0][i])), results[0][i]) << "at " << i;
+      ASSERT_EQ(round_trip(results[0][i]), results[0][i]) << "at " << i;
     }
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Tcp, Bf16Wire,
-                         ::testing::Combine(::testing::Values(2, 3, 4),
+INSTANTIATE_TEST_SUITE_P(Tcp, HalfWire,
+                         ::testing::Combine(::testing::Values(WireFormat::kBFloat16, WireFormat::kFloat16),
+                                            ::testing::Values(2, 3, 4),
                                             ::testing::Values(size_t{0}, size_t{1}, size_t{5}, size_t{100003})),
+                         [](const auto& info) {
+                           return std::string(std::get<0>(info.param) == WireFormat::kFloat16 ? "fp16" : "bf16") +
+                                  "_w" + std::to_string(std::get<1>(info.param)) + "_n" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+// Recursive doubling (small buffers): exact sums and identical bits on every
+// rank, for powers of two and for the ranks folded in beyond one.
+class Doubling : public ::testing::TestWithParam<std::tuple<int, size_t>> {};
+
+TEST_P(Doubling, MatchesTheReferenceWithIdenticalBitsOnEveryRank) {
+  const auto [world, count] = GetParam();
+  Options o = SmallOptions(TransportKind::kTcp);
+  o.tcp_small_bytes = size_t{1} << 30;  // every all-reduce
+  std::vector<std::vector<float>> results(world);
+  auto statuses = RunRankThreads(world, o, [&](Communicator& c) {
+    COHORT_RETURN_IF_ERROR(CheckAll(c, count));
+    std::vector<float> d(count);
+    for (size_t i = 0; i < count; ++i) d[i] = std::sin(0.1f * static_cast<float>(i) + c.rank()) / 3.0f;
+    // A 16-bit wire is not used for buffers this small: float32 all the way.
+    COHORT_RETURN_IF_ERROR(c.AllReduce(d.data(), count, DType::kFloat32, ReduceOp::kAverage, c.DefaultDeadline(),
+                                       WireFormat::kBFloat16));
+    results[c.rank()] = d;
+    return Status::Ok();
+  });
+  for (const Status& s : statuses) ASSERT_TRUE(s.ok()) << s.ToString();
+  for (int r = 1; r < world; ++r) EXPECT_EQ(results[r], results[0]) << "rank " << r << " differs from rank 0";
+  for (size_t i = 0; i < count; ++i) {
+    double exact = 0;
+    for (int r = 0; r < world; ++r) exact += std::sin(0.1f * static_cast<float>(i) + r) / 3.0f;
+    ASSERT_NEAR(results[0][i], exact / world, 1e-6) << "at " << i;
+    ASSERT_NE(BFloat16ToFloat(FloatToBFloat16(results[0][i])), results[0][i]) << "rounded to bfloat16 at " << i;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Tcp, Doubling,
+                         ::testing::Combine(::testing::Values(2, 3, 5, 6, 8),
+                                            ::testing::Values(size_t{1}, size_t{1001})),
                          [](const auto& info) {
                            return "w" + std::to_string(std::get<0>(info.param)) + "_n" +
                                   std::to_string(std::get<1>(info.param));
                          });
+
+// Several TCP connections per pair of ranks: a transfer longer than one
+// stripe is spread over them and must arrive in order, reduced correctly
+// (the ring reduces the received prefix while the rest is still arriving).
+class TcpStreams : public ::testing::TestWithParam<std::tuple<int, int, size_t>> {};
+
+TEST_P(TcpStreams, StripedTransfersMatchTheReference) {
+  const auto [streams, world, count] = GetParam();
+  Options o = SmallOptions(TransportKind::kTcp);
+  o.tcp_streams = streams;
+  o.tcp_chunk_bytes = 5000;  // reductions straddle stripe boundaries
+  auto statuses = RunRankThreads(world, o, [&](Communicator& c) { return CheckAll(c, count); });
+  for (int r = 0; r < world; ++r) EXPECT_TRUE(statuses[r].ok()) << "rank " << r << ": " << statuses[r].ToString();
+}
+
+INSTANTIATE_TEST_SUITE_P(Tcp, TcpStreams,
+                         ::testing::Combine(::testing::Values(1, 3, 16), ::testing::Values(2, 3),
+                                            // one float past a stripe; many stripes, the last one short
+                                            ::testing::Values(size_t{32769}, size_t{300007})),
+                         [](const auto& info) {
+                           return "s" + std::to_string(std::get<0>(info.param)) + "_w" +
+                                  std::to_string(std::get<1>(info.param)) + "_n" +
+                                  std::to_string(std::get<2>(info.param));
+                         });
+
+TEST(TcpStreams, RanksWithDifferentCountsFailNamingTheVariable) {
+  auto store = NewMemoryStore();
+  Status results[2];
+  std::thread ranks[2];
+  for (int r = 0; r < 2; ++r) {
+    ranks[r] = std::thread([&, r] {
+      Options o = SmallOptions(TransportKind::kTcp);
+      o.timeout = std::chrono::milliseconds(2000);
+      o.tcp_streams = r == 0 ? 2 : 3;
+      auto c = Communicator::Create(store, r, 2, o);
+      results[r] = c.ok() ? Status::Ok() : c.status();
+    });
+  }
+  ::testing::internal::CaptureStderr();
+  for (auto& t : ranks) t.join();
+  const std::string log = ::testing::internal::GetCapturedStderr();
+  EXPECT_FALSE(results[0].ok());
+  EXPECT_FALSE(results[1].ok());
+  EXPECT_NE(log.find("COHORT_COMM_TCP_STREAMS differs between ranks"), std::string::npos) << log;
+}
+
+TEST(TcpStreams, BadEnvironmentValuesAreRefused) {
+  for (const char* bad : {"0", "17", "two", "-1"}) {
+    setenv("COHORT_COMM_TCP_STREAMS", bad, 1);
+    Options o;
+    o.transport = TransportKind::kTcp;
+    auto c = Communicator::Create(NewMemoryStore(), 0, 1, o);
+    EXPECT_FALSE(c.ok()) << bad;
+    if (!c.ok()) {
+      EXPECT_NE(c.status().message().find("COHORT_COMM_TCP_STREAMS"), std::string::npos);
+    }
+  }
+  setenv("COHORT_COMM_TCP_STREAMS", "4", 1);
+  setenv("COHORT_COMM_TCP_SOCKET_BUFFER", "1048576", 1);
+  Options o;
+  auto c = Communicator::Create(NewMemoryStore(), 0, 1, o);
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ((*c)->options().tcp_streams, 4);
+  EXPECT_EQ((*c)->options().tcp_socket_buffer_bytes, 1048576);
+  unsetenv("COHORT_COMM_TCP_STREAMS");
+  unsetenv("COHORT_COMM_TCP_SOCKET_BUFFER");
+}
 
 // Ranks as threads of this process with made-up host keys: rank r is on
 // host hosts_of[r]. Runs CheckAll (every collective against the reference).
@@ -305,6 +417,67 @@ INSTANTIATE_TEST_SUITE_P(
       for (int h : std::get<0>(info.param)) name += std::to_string(h);
       return name + "_n" + std::to_string(std::get<1>(info.param));
     });
+
+TEST(Fp16WireKernels, MatchTheScalarConversionSaturatingAndKeepingNaN) {
+  const float inf = std::numeric_limits<float>::infinity();
+  std::vector<float> in = {0.0f, -0.0f, 1.0f, 1.00048828125f /* a tie: rounds to even (1.0) */,
+                           1.00146484375f /* a tie: rounds up to even */, 3.14159f, 65504.0f, 65519.0f, 70000.0f,
+                           -1e9f, inf, -inf, 5.96e-8f /* 2^-24: the smallest subnormal */, 2e-8f /* to 0 */,
+                           6.1e-5f, std::numeric_limits<float>::quiet_NaN()};
+  for (int i = 0; i < 1000; ++i) in.push_back(std::ldexp(std::sin(static_cast<float>(i)), i % 40 - 25));
+  std::vector<uint16_t> fast(in.size());
+  NarrowToFloat16(fast.data(), in.data(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) EXPECT_EQ(fast[i], FloatToFloat16(in[i])) << "at " << i << ": " << in[i];
+  EXPECT_EQ(Float16ToFloat(FloatToFloat16(1.00048828125f)), 1.0f);
+  EXPECT_EQ(Float16ToFloat(FloatToFloat16(1.00146484375f)), 1.001953125f);
+  EXPECT_EQ(Float16ToFloat(FloatToFloat16(70000.0f)), 65504.0f);
+  EXPECT_EQ(Float16ToFloat(FloatToFloat16(-inf)), -65504.0f);
+  EXPECT_EQ(Float16ToFloat(FloatToFloat16(2e-8f)), 0.0f);
+  EXPECT_GT(Float16ToFloat(FloatToFloat16(5.96e-8f)), 0.0f);
+  EXPECT_TRUE(std::isnan(Float16ToFloat(FloatToFloat16(std::numeric_limits<float>::quiet_NaN()))));
+  std::vector<float> wide(in.size()), back(in.size(), 1.0f);
+  WidenFromFloat16(wide.data(), fast.data(), in.size());
+  AddFloat16Into(back.data(), fast.data(), in.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    if (std::isnan(in[i])) continue;
+    EXPECT_EQ(wide[i], Float16ToFloat(fast[i])) << "at " << i;
+    EXPECT_EQ(back[i], 1.0f + Float16ToFloat(fast[i])) << "at " << i;
+  }
+}
+
+TEST(ErrorFeedback, WhatRoundingTakesOffComesBackInTheNextCall) {
+  for (WireFormat wire : {WireFormat::kBFloat16, WireFormat::kFloat16}) {
+    SCOPED_TRACE(std::string(WireFormatName(wire)));
+    const size_t n = 5000;
+    std::vector<float> residual(n, 0.0f);
+    double sent = 0, exact = 0;
+    for (int step = 0; step < 50; ++step) {
+      std::vector<float> g(n);
+      for (size_t i = 0; i < n; ++i) g[i] = 1.0f / 3.0f + 1e-3f * static_cast<float>(i % 7) + (i == 0 ? 1e5f : 0.0f);
+      for (size_t i = 1; i < n; ++i) exact += g[i];
+      QuantizeWithErrorFeedback(wire, g.data(), residual.data(), n);
+      for (size_t i = 1; i < n; ++i) {
+        const float f = g[i];
+        EXPECT_EQ(f, wire == WireFormat::kFloat16 ? Float16ToFloat(FloatToFloat16(f))
+                                                  : BFloat16ToFloat(FloatToBFloat16(f)));
+        sent += f;
+      }
+      if (wire == WireFormat::kFloat16) {
+        EXPECT_EQ(g[0], 65504.0f);  // saturated; the rest waits in the residual
+      }
+    }
+    double left = 0;
+    for (size_t i = 1; i < n; ++i) left += residual[i];
+    // Nothing is lost: what was sent plus what is still owed is the exact total.
+    EXPECT_NEAR(sent + left, exact, 1e-6 * exact);
+    // And what is owed stays within one rounding per value.
+    EXPECT_LT(std::fabs(left), n * 0.5 * std::ldexp(1.0, wire == WireFormat::kFloat16 ? -11 : -8));
+  }
+  std::vector<float> g = {1.0f / 3.0f}, e = {0.0f};
+  QuantizeWithErrorFeedback(WireFormat::kNative, g.data(), e.data(), 1);
+  EXPECT_EQ(g[0], 1.0f / 3.0f);
+  EXPECT_EQ(e[0], 0.0f);
+}
 
 TEST(Bf16WireKernels, RoundToNearestEvenLikeTheScalarConversion) {
   std::vector<float> in = {0.0f, -0.0f, 1.0f, 1.00390625f, 1.01171875f, 3.14159f, -2.5e-20f, 6.5e30f,

@@ -565,10 +565,14 @@ TEST(MeshAuthTest, StrayConnectionsNeitherJoinNorDelayTheRanks) {
   EXPECT_GE(garbage, 0);
   EXPECT_GE(plain, 0);
   EXPECT_GE(bad_rank, 0);
+  // {magic, rank, stream 0, streams per peer as the ranks use}
   auto hello = [](uint32_t magic, int32_t rank) {
-    std::string h(8, '\0');
+    std::string h(12, '\0');
+    const uint16_t stream = 0, streams = static_cast<uint16_t>(MeshOptions(kSecret).tcp_streams);
     std::memcpy(h.data(), &magic, 4);
     std::memcpy(h.data() + 4, &rank, 4);
+    std::memcpy(h.data() + 8, &stream, 2);
+    std::memcpy(h.data() + 10, &streams, 2);
     return h;
   };
   WriteRaw(garbage, hello(0xC0407C02, 1) + std::string(auth::kResponseBytes, '\x5a'));

@@ -148,13 +148,14 @@ struct ConstGrad : torch::nn::Module {
   ConstGrad() { p = register_parameter("p", torch::zeros({16})); }
 };
 
-// Two ranks over TCP, `steps` steps of the constant gradient 1 + 2^-10 (not a
-// bfloat16 value): the sum of the synchronized gradients per element, and
-// what compression was in effect on rank 0.
-std::pair<double, GradCompression> SumOfSyncedGrads(TransportKind transport, GradCompression mode, int steps) {
+// Two ranks over TCP, `steps` steps of the constant gradient c (default
+// 1 + 2^-10, not a bfloat16 value): the sum of the synchronized gradients
+// per element, and what compression was in effect on rank 0.
+std::pair<double, GradCompression> SumOfSyncedGrads(TransportKind transport, GradCompression mode, int steps,
+                                                    float c = 1.0f + std::ldexp(1.0f, -10)) {
   const int world = 2;
-  const float c = 1.0f + std::ldexp(1.0f, -10);
   comm::Options options;
+  options.tcp_small_bytes = 0;  // the ring (and its wire format) even for this 64-byte bucket
   options.transport = transport;
   options.read_env_overrides = false;
   options.timeout = std::chrono::milliseconds(20000);
@@ -215,6 +216,75 @@ TEST(GradSync, Bf16OnTheWireRoundsAndErrorFeedbackKeepsTheSum) {
   auto [shm, shm_mode] = SumOfSyncedGrads(TransportKind::kShm, GradCompression::kBFloat16, steps);
   EXPECT_EQ(shm_mode, GradCompression::kNone);
   EXPECT_NEAR(shm, exact, 1e-4);
+}
+
+TEST(GradSync, Fp16OnTheWireRoundsAndErrorFeedbackKeepsTheSum) {
+  const int steps = 64;
+  const float c = 1.0f + std::ldexp(1.0f, -12);  // a quarter of fp16's step at 1
+  const double exact = steps * static_cast<double>(c);
+  auto [fp16, fp16_mode] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kFloat16, steps, c);
+  EXPECT_EQ(fp16_mode, GradCompression::kFloat16);
+  EXPECT_NEAR(fp16, steps * 1.0, 1e-9);
+  auto [ef, ef_mode] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kFloat16ErrorFeedback, steps, c);
+  EXPECT_EQ(ef_mode, GradCompression::kFloat16ErrorFeedback);
+  EXPECT_NEAR(ef, exact, std::ldexp(1.0, -9));
+  // 1 + 2^-10 is a float16 value: it crosses unchanged.
+  auto [exact16, mode16] = SumOfSyncedGrads(TransportKind::kTcp, GradCompression::kFloat16, steps);
+  EXPECT_NEAR(exact16, steps * (1.0 + std::ldexp(1.0, -10)), 1e-9);
+}
+
+// Four 1.2 MB parameters.
+struct FourBlocks : torch::nn::Module {
+  FourBlocks() {
+    for (int i = 0; i < 4; ++i) register_parameter("p" + std::to_string(i), torch::zeros({300000}));
+  }
+};
+
+TEST(GradSync, AutomaticBucketsSplitTheModelOnlyAcrossHosts) {
+  for (TransportKind transport : {TransportKind::kShm, TransportKind::kTcp}) {
+    SCOPED_TRACE(std::string(comm::TransportName(transport)));
+    comm::Options options;
+    options.transport = transport;
+    options.read_env_overrides = false;
+    auto store = comm::NewMemoryStore();
+    size_t buckets[2] = {0, 0};
+    Status results[2];
+    std::vector<std::thread> threads;
+    for (int r = 0; r < 2; ++r) {
+      threads.emplace_back([&, r] {
+        auto comm = comm::Communicator::Create(store, r, 2, options);
+        if (!comm.ok()) {
+          results[r] = comm.status();
+          return;
+        }
+        FourBlocks model;
+        auto sync = GradientSync::Create(**comm, model, {});
+        if (!sync.ok()) {
+          results[r] = sync.status();
+          return;
+        }
+        buckets[r] = (*sync)->num_buckets();
+        results[r] = (*comm)->Barrier();
+      });
+    }
+    for (auto& t : threads) t.join();
+    for (const Status& st : results) ASSERT_TRUE(st.ok()) << st.ToString();
+    // One host: one 4.8 MB bucket (under 25 MiB). Across hosts: an eighth of
+    // 4.8 MB is 600 KB, so each 1.2 MB parameter gets a bucket of its own.
+    EXPECT_EQ(buckets[0], transport == TransportKind::kShm ? 1u : 4u);
+    EXPECT_EQ(buckets[1], buckets[0]);
+  }
+}
+
+TEST(GradCompressionNames, ParseEveryNameAndRefuseOthers) {
+  for (const char* name : {"none", "bf16", "bf16-ef", "fp16", "fp16-ef"}) {
+    Result<GradCompression> c = ParseGradCompression(name);
+    ASSERT_TRUE(c.ok()) << name;
+    EXPECT_EQ(GradCompressionName(*c), name);
+  }
+  Result<GradCompression> bad = ParseGradCompression("fp8");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("expected none, bf16, bf16-ef, fp16 or fp16-ef"), std::string::npos);
 }
 
 TEST(GradSync, SmallBucketsSplitTheModel) {

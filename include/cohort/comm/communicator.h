@@ -39,6 +39,20 @@ struct Options {
   // TCP ring: a step's segment is received and reduced in chunks of this
   // size, so reduction overlaps with the transfer of the next chunk.
   size_t tcp_chunk_bytes = 256 * 1024;
+  // TCP connections between each pair of ranks, 1-16: a transfer longer than
+  // 128 KiB is striped over them, so it uses several TCP flows at once (on
+  // links where one flow cannot fill the pipe: long round trips, per-flow
+  // limits). Every rank must use the same number.
+  // Env override: COHORT_COMM_TCP_STREAMS.
+  int tcp_streams = 2;
+  // TCP all-reduce of at most this many bytes: recursive doubling (log2 n
+  // message latencies, for latency-bound buffers) instead of the ring (2 (n-1)
+  // latencies, bandwidth-optimal); 0 = always the ring.
+  size_t tcp_small_bytes = 64 * 1024;
+  // SO_SNDBUF/SO_RCVBUF of the TCP connections in bytes; 0 = the kernel
+  // sizes them automatically (net.ipv4.tcp_wmem/tcp_rmem), which is usually
+  // best. Env override: COHORT_COMM_TCP_SOCKET_BUFFER.
+  int tcp_socket_buffer_bytes = 0;
   // Shared memory: per-rank staging area for buffers that were not allocated
   // with AllocateShared (they are copied through it in pieces of this size).
   size_t shm_scratch_bytes = 8 * 1024 * 1024;

@@ -9,6 +9,11 @@
 //   bf16-ef  bf16 plus error feedback: each rank adds what rounding its own
 //            gradients took off in the last step back into this step's, so the
 //            rounding of the local contribution does not accumulate over steps
+//   fp16     IEEE half on the wire (comm::WireFormat::kFloat16): 3 more bits
+//            of mantissa than bf16 (relative error <= 2^-11), but magnitudes
+//            above 65504 saturate and below 2^-24 become 0
+//   fp16-ef  fp16 plus error feedback (which also carries what saturation or
+//            underflow took off into the next step)
 //
 // Chosen per job: GradientSyncOptions::compression (C++), else the
 // COHORT_GRAD_COMPRESSION environment variable (`cohort job submit
@@ -21,9 +26,9 @@
 
 namespace cohort::train {
 
-enum class GradCompression { kNone, kBFloat16, kBFloat16ErrorFeedback };
+enum class GradCompression { kNone, kBFloat16, kBFloat16ErrorFeedback, kFloat16, kFloat16ErrorFeedback };
 
-// "none" | "bf16" | "bf16-ef"; anything else is InvalidArgument.
+// "none" | "bf16" | "bf16-ef" | "fp16" | "fp16-ef"; anything else is InvalidArgument.
 Result<GradCompression> ParseGradCompression(std::string_view name);
 std::string_view GradCompressionName(GradCompression c);
 // COHORT_GRAD_COMPRESSION, or kNone when it is unset or empty; a bad value

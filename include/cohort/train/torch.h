@@ -22,7 +22,11 @@ namespace cohort::train {
 struct GradientSyncOptions {
   // Gradients are packed into buckets of about this many bytes (reverse
   // parameter order, as they become ready in backward). One all-reduce each.
-  size_t bucket_bytes = 25u << 20;
+  // 0 = automatic: 25 MiB (PyTorch DDP's default) when every rank is on one
+  // host; across hosts (TCP), an eighth of the model's gradients, between
+  // 256 KiB and 25 MiB, so that even a small model's all-reduce starts
+  // during backward instead of after it.
+  size_t bucket_bytes = 0;
   // Start each bucket's all-reduce as soon as all of its gradients are
   // accumulated during backward (on the communicator's worker thread).
   // false: all buckets are reduced in Synchronize(), after backward.

@@ -3,13 +3,14 @@
 
 #include <string>
 
+#include "algorithms/doubling.h"
 #include "reduce.h"
 
 namespace cohort::comm {
 
 Status HierarchicalAllReduce(DirectCollectives& local, int local_rank, int local_size, PairTransport& stripe_ring,
                              void* data, size_t count, DType dtype, ReduceOp op, size_t chunk_bytes,
-                             Deadline deadline, RingScratch& scratch, WireFormat wire) {
+                             size_t small_bytes, Deadline deadline, RingScratch& scratch, WireFormat wire) {
   if (count == 0) return Status::Ok();
   const size_t elem = DTypeSize(dtype);
   char* base = static_cast<char*>(data);
@@ -19,8 +20,8 @@ Status HierarchicalAllReduce(DirectCollectives& local, int local_rank, int local
   // 2. This rank's stripe across hosts.
   const size_t my_start = start(local_rank);
   const size_t my_len = start(local_rank + 1) - my_start;
-  Status ring = RingAllReduce(stripe_ring, base + my_start * elem, my_len, dtype, ReduceOp::kSum, chunk_bytes,
-                              deadline, scratch, wire);
+  Status ring = NetworkAllReduce(stripe_ring, base + my_start * elem, my_len, dtype, ReduceOp::kSum, chunk_bytes,
+                                 small_bytes, deadline, scratch, wire);
   if (!ring.ok()) {
     // The ring's ranks are hosts: say so, so "rank 1" is not read as world rank 1.
     return ring.WithPrefix("between hosts (the ring of local rank " + std::to_string(local_rank) +

@@ -25,6 +25,6 @@ namespace cohort::comm {
 
 Status HierarchicalAllReduce(DirectCollectives& local, int local_rank, int local_size, PairTransport& stripe_ring,
                              void* data, size_t count, DType dtype, ReduceOp op, size_t chunk_bytes,
-                             Deadline deadline, RingScratch& scratch, WireFormat wire);
+                             size_t small_bytes, Deadline deadline, RingScratch& scratch, WireFormat wire);
 
 }  // namespace cohort::comm

@@ -18,8 +18,17 @@ size_t SegLen(size_t count, int world_size, int i) {
   return SegStart(count, world_size, i + 1) - SegStart(count, world_size, i);
 }
 
-Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, ReduceOp op, size_t chunk_bytes,
-                             Deadline deadline, RingScratch& scratch) {
+// The kernels of a 16-bit wire format.
+struct HalfWire {
+  void (*narrow)(uint16_t* out, const float* in, size_t count);
+  void (*widen)(float* out, const uint16_t* in, size_t count);
+  void (*add_into)(float* acc, const uint16_t* in, size_t count);
+};
+constexpr HalfWire kBFloat16Wire{NarrowToBFloat16, WidenFromBFloat16, AddBFloat16Into};
+constexpr HalfWire kFloat16Wire{NarrowToFloat16, WidenFromFloat16, AddFloat16Into};
+
+Status RingAllReduceHalfWire(PairTransport& t, float* data, size_t count, ReduceOp op, size_t chunk_bytes,
+                             Deadline deadline, RingScratch& scratch, const HalfWire& codec) {
   const int n = t.world_size();
   const int r = t.rank();
   const float scale = op == ReduceOp::kAverage ? 1.0f / static_cast<float>(n) : 1.0f;
@@ -35,21 +44,21 @@ Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, Reduce
   uint16_t* wire = scratch.gather.data();
   const size_t chunk = std::max<size_t>(1, chunk_bytes / 2);  // elements
 
-  // Reduce-scatter: step s sends segment (r - s) as bfloat16 and adds the
-  // received (r - s - 1) into the float32 segment, chunk by chunk.
+  // Reduce-scatter: step s sends segment (r - s) as 16-bit floats and adds
+  // the received (r - s - 1) into the float32 segment, chunk by chunk.
   for (int s = 0; s < n - 1; ++s) {
     const int send_seg = ((r - s) % n + n) % n;
     const int recv_seg = ((r - s - 1) % n + n) % n;
     const size_t send_len = SegLen(count, n, send_seg);
     const size_t recv_len = SegLen(count, n, recv_seg);
-    NarrowToBFloat16(outgoing, data + SegStart(count, n, send_seg), send_len);
+    codec.narrow(outgoing, data + SegStart(count, n, send_seg), send_len);
     float* dst = data + SegStart(count, n, recv_seg);
     size_t reduced = 0;  // elements added so far
     auto reduce_ready = [&](size_t received_bytes) {
       const size_t received = received_bytes / 2;
       while (reduced < received && (received - reduced >= chunk || received == recv_len)) {
         const size_t len = std::min(chunk, received - reduced);
-        AddBFloat16Into(dst + reduced, incoming + reduced, len);
+        codec.add_into(dst + reduced, incoming + reduced, len);
         reduced += len;
       }
     };
@@ -63,9 +72,9 @@ Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, Reduce
   const int own = (r + 1) % n;
   float* own_data = data + SegStart(count, n, own);
   if (scale != 1.0f) Scale(DType::kFloat32, own_data, SegLen(count, n, own), scale);
-  NarrowToBFloat16(wire + SegStart(count, n, own), own_data, SegLen(count, n, own));
+  codec.narrow(wire + SegStart(count, n, own), own_data, SegLen(count, n, own));
 
-  // All-gather of the bfloat16 segments.
+  // All-gather of the 16-bit segments.
   for (int s = 0; s < n - 1; ++s) {
     const int send_seg = ((r + 1 - s) % n + n) % n;
     const int recv_seg = ((r - s) % n + n) % n;
@@ -73,7 +82,7 @@ Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, Reduce
                                       left, wire + SegStart(count, n, recv_seg), SegLen(count, n, recv_seg) * 2,
                                       deadline, nullptr));
   }
-  WidenFromBFloat16(data, wire, count);
+  codec.widen(data, wire, count);
   return Status::Ok();
 }
 
@@ -81,8 +90,9 @@ Status RingAllReduceBf16Wire(PairTransport& t, float* data, size_t count, Reduce
 
 Status RingAllReduce(PairTransport& t, void* data, size_t count, DType dtype, ReduceOp op,
                      size_t chunk_bytes, Deadline deadline, RingScratch& scratch, WireFormat wire) {
-  if (wire == WireFormat::kBFloat16 && dtype == DType::kFloat32 && t.world_size() > 1 && count > 0) {
-    return RingAllReduceBf16Wire(t, static_cast<float*>(data), count, op, chunk_bytes, deadline, scratch);
+  if (wire != WireFormat::kNative && dtype == DType::kFloat32 && t.world_size() > 1 && count > 0) {
+    return RingAllReduceHalfWire(t, static_cast<float*>(data), count, op, chunk_bytes, deadline, scratch,
+                                 wire == WireFormat::kFloat16 ? kFloat16Wire : kBFloat16Wire);
   }
   const int n = t.world_size();
   const int r = t.rank();

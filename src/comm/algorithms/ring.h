@@ -23,14 +23,14 @@ namespace cohort::comm {
 
 struct RingScratch {
   std::vector<char> recv;        // one segment's worth of incoming bytes, reused
-  std::vector<uint16_t> send;    // bfloat16 wire: one outgoing segment
-  std::vector<uint16_t> gather;  // bfloat16 wire: the whole buffer, for the all-gather
+  std::vector<uint16_t> send;    // 16-bit wire: one outgoing segment
+  std::vector<uint16_t> gather;  // 16-bit wire: the whole buffer, for the all-gather
 };
 
-// wire == kBFloat16 with float32 data: every segment crosses the link as
-// bfloat16 (half the bytes). The reduce-scatter adds each received bfloat16
-// chunk into the float32 segment; the owner then rounds its reduced segment
-// to bfloat16 once (keeping the rounded value itself too) and the all-gather
+// wire == kBFloat16 or kFloat16 with float32 data: every segment crosses the
+// link as 16-bit floats (half the bytes). The reduce-scatter adds each
+// received chunk into the float32 segment; the owner then rounds its reduced
+// segment once (keeping the rounded value itself too) and the all-gather
 // circulates those, so every rank ends with identical values. Ignored for
 // bfloat16 data (already that small).
 Status RingAllReduce(PairTransport& t, void* data, size_t count, DType dtype, ReduceOp op,

@@ -18,6 +18,7 @@
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
+#include <algorithm>
 #include <cstring>
 #include <mutex>
 
@@ -51,7 +52,7 @@ struct GradientSync::Impl {
   GradientSyncOptions options;
   GradCompression compression = GradCompression::kNone;
   comm::WireFormat wire = comm::WireFormat::kNative;
-  // bf16-ef: per float32 bucket, what rounding took off its last contribution.
+  // bf16-ef/fp16-ef: per float32 bucket, what rounding took off its last contribution.
   std::vector<std::vector<float>> residual;
   std::vector<Bucket> buckets;
   std::vector<torch::Tensor> params;
@@ -80,26 +81,13 @@ struct GradientSync::Impl {
     b.work = comm->AllReduceAsync(b.data, b.count, b.dtype, comm::ReduceOp::kAverage, wire);
   }
 
-  // Error feedback: g += residual; residual = g - bf16(g); g = bf16(g). The
+  // Error feedback: g += residual; residual = g - wire(g); g = wire(g). The
   // first hop then sends this rank's gradient exactly, and what its rounding
   // dropped goes into the next step instead of being lost.
   void FeedBackError(size_t i) {
     if (residual.empty() || buckets[i].dtype != comm::DType::kFloat32) return;
-    auto* g = static_cast<float*>(buckets[i].data);
-    float* e = residual[i].data();
-    const size_t n = buckets[i].count;
-    for (size_t j = 0; j < n; ++j) {
-      const float v = g[j] + e[j];
-      uint32_t bits;
-      std::memcpy(&bits, &v, 4);
-      // Round to nearest even at bit 16; a NaN stays a NaN (and so does its residual).
-      const bool nan = (bits & 0x7fffffffu) > 0x7f800000u;
-      const uint32_t rounded = nan ? bits : (bits + 0x7fffu + ((bits >> 16) & 1u)) & 0xffff0000u;
-      float q;
-      std::memcpy(&q, &rounded, 4);
-      e[j] = v - q;
-      g[j] = q;
-    }
+    comm::QuantizeWithErrorFeedback(wire, static_cast<float*>(buckets[i].data), residual[i].data(),
+                                    buckets[i].count);
   }
 
   void ResetStep() {
@@ -177,12 +165,27 @@ Result<std::unique_ptr<GradientSync>> GradientSync::Create(comm::Communicator& c
                        << " has no effect without a network between ranks; off";
       impl->compression = GradCompression::kNone;
     }
-    if (impl->compression != GradCompression::kNone) impl->wire = comm::WireFormat::kBFloat16;
+    switch (impl->compression) {
+      case GradCompression::kNone: impl->wire = comm::WireFormat::kNative; break;
+      case GradCompression::kBFloat16:
+      case GradCompression::kBFloat16ErrorFeedback: impl->wire = comm::WireFormat::kBFloat16; break;
+      case GradCompression::kFloat16:
+      case GradCompression::kFloat16ErrorFeedback: impl->wire = comm::WireFormat::kFloat16; break;
+    }
     for (auto& p : module.parameters())
       if (p.requires_grad()) impl->params.push_back(p);
     std::reverse(impl->params.begin(), impl->params.end());
 
     // Plan the buckets.
+    if (options.bucket_bytes == 0) {
+      constexpr size_t kMax = 25u << 20, kMin = 256u << 10;
+      size_t total = 0;
+      for (const auto& p : impl->params) total += p.numel() * p.element_size();
+      options.bucket_bytes = kMax;
+      if (comm.world_size() > 1 && comm.transport() == comm::TransportKind::kTcp)
+        options.bucket_bytes = std::clamp(total / 8, kMin, kMax);
+    }
+    impl->options.bucket_bytes = options.bucket_bytes;
     struct Plan { comm::DType dtype; size_t bytes = 0; std::vector<size_t> members; };
     std::vector<Plan> plans;
     for (size_t i = 0; i < impl->params.size(); ++i) {
@@ -223,7 +226,8 @@ Result<std::unique_ptr<GradientSync>> GradientSync::Create(comm::Communicator& c
       }
       impl->buckets.push_back(b);
     }
-    if (impl->compression == GradCompression::kBFloat16ErrorFeedback) {
+    if (impl->compression == GradCompression::kBFloat16ErrorFeedback ||
+        impl->compression == GradCompression::kFloat16ErrorFeedback) {
       for (const auto& b : impl->buckets)
         impl->residual.emplace_back(b.dtype == comm::DType::kFloat32 ? b.count : 0, 0.0f);
     }

@@ -10,6 +10,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <optional>
@@ -29,10 +30,15 @@ constexpr uint32_t kHelloMagicAuth = 0xC0407C02;
 struct Hello {
   uint32_t magic;
   int32_t rank;
+  uint16_t stream;   // which of the pair's connections this is
+  uint16_t streams;  // how many the connector opens to each peer
 };
+static_assert(sizeof(Hello) == 12);
 
-std::string AuthContext(int connector, int acceptor) {
-  return "mesh rank " + std::to_string(connector) + " -> rank " + std::to_string(acceptor);
+std::string AuthContext(int connector, int acceptor, int stream) {
+  std::string context = "mesh rank " + std::to_string(connector) + " -> rank " + std::to_string(acceptor);
+  if (stream > 0) context += " stream " + std::to_string(stream);
+  return context;
 }
 
 std::string PeerAddress(const sockaddr_in& addr) {
@@ -49,6 +55,7 @@ struct Incoming {
   std::string out;     // challenge or verdict not yet sent
   std::optional<auth::Challenge> challenge;
   int rank = -1;       // the rank its hello claims, once the hello is valid
+  int stream = 0;      // and the stream
   bool verified = false;  // authenticated (or no secret); joins once `out` is sent
 };
 
@@ -57,6 +64,13 @@ std::string Errno(const char* what) { return std::string(what) + ": " + std::str
 void TuneSocket(int fd) {
   int one = 1;
   setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+}
+
+// Before connect/listen, so that the window scale fits the buffer.
+void SizeSocketBuffers(int fd, int bytes) {
+  if (bytes <= 0) return;
+  setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &bytes, sizeof(bytes));
+  setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof(bytes));
 }
 
 Status SetNonBlocking(int fd) {
@@ -84,7 +98,8 @@ Status WriteAll(int fd, const void* buf, size_t n, Deadline deadline, const std:
   return Status::Ok();
 }
 
-Result<int> ConnectTo(const std::string& address, Deadline deadline, const std::string& who) {
+Result<int> ConnectTo(const std::string& address, Deadline deadline, const std::string& who,
+                      int socket_buffer_bytes) {
   auto colon = address.rfind(':');
   if (colon == std::string::npos) return Status::InvalidArgument("bad address '" + address + "'");
   std::string host = address.substr(0, colon), port = address.substr(colon + 1);
@@ -101,6 +116,7 @@ Result<int> ConnectTo(const std::string& address, Deadline deadline, const std::
       freeaddrinfo(res);
       return Status::IoError(Errno("socket"));
     }
+    SizeSocketBuffers(fd, socket_buffer_bytes);
     if (::connect(fd, res->ai_addr, res->ai_addrlen) == 0) {
       freeaddrinfo(res);
       TuneSocket(fd);
@@ -148,9 +164,15 @@ bool FlushIncoming(Incoming& c) {
 
 Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int world_size,
                                                   Deadline deadline,
-                                                  const std::string& auth_secret) {
+                                                  const TcpMeshOptions& options) {
+  if (options.streams < 1 || options.streams > kMaxStreams)
+    return Status::InvalidArgument("TCP streams per peer must be in [1, " + std::to_string(kMaxStreams) +
+                                   "], got " + std::to_string(options.streams));
+  const std::string& auth_secret = options.auth_secret;
+  const int streams = options.streams;
   std::unique_ptr<TcpMesh> mesh(new TcpMesh(rank, world_size));
-  mesh->fds_.assign(world_size, -1);
+  mesh->streams_ = streams;
+  mesh->fds_.assign(world_size, std::vector<int>(streams, -1));
   mesh->addresses_.assign(world_size, "");
   if (world_size == 1) return mesh;
   const bool authenticate = !auth_secret.empty();
@@ -160,13 +182,14 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
   if (listener < 0) return Status::IoError(Errno("socket"));
   int one = 1;
   setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  SizeSocketBuffers(listener, options.socket_buffer_bytes);  // accepted sockets inherit it
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_addr.s_addr = htonl(INADDR_ANY);
   addr.sin_port = 0;
   socklen_t len = sizeof(addr);
   if (::bind(listener, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 ||
-      ::listen(listener, world_size + 8) != 0 ||
+      ::listen(listener, world_size * streams + 8) != 0 ||
       ::getsockname(listener, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
     Status s = Status::IoError(Errno("listen"));
     ::close(listener);
@@ -186,21 +209,24 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
       break;
     }
     mesh->addresses_[peer] = *peer_addr;
-    auto fd = ConnectTo(*peer_addr, deadline, mesh->PeerName(peer));
-    if (!fd.ok()) {
-      st = fd.status();
-      break;
-    }
-    mesh->fds_[peer] = *fd;
-    st = SetNonBlocking(*fd);
-    if (!st.ok()) break;
-    Hello hello{authenticate ? kHelloMagicAuth : kHelloMagic, rank};
-    if (authenticate) {
-      st = auth::Authenticate(
-          *fd, auth_secret, AuthContext(rank, peer), mesh->PeerName(peer), deadline,
-          std::string_view(reinterpret_cast<const char*>(&hello), sizeof(hello)));
-    } else {
-      st = WriteAll(*fd, &hello, sizeof(hello), deadline, mesh->PeerName(peer));
+    for (int k = 0; st.ok() && k < streams; ++k) {
+      auto fd = ConnectTo(*peer_addr, deadline, mesh->PeerName(peer), options.socket_buffer_bytes);
+      if (!fd.ok()) {
+        st = fd.status();
+        break;
+      }
+      mesh->fds_[peer][k] = *fd;
+      st = SetNonBlocking(*fd);
+      if (!st.ok()) break;
+      Hello hello{authenticate ? kHelloMagicAuth : kHelloMagic, rank, static_cast<uint16_t>(k),
+                  static_cast<uint16_t>(streams)};
+      if (authenticate) {
+        st = auth::Authenticate(
+            *fd, auth_secret, AuthContext(rank, peer, k), mesh->PeerName(peer), deadline,
+            std::string_view(reinterpret_cast<const char*>(&hello), sizeof(hello)));
+      } else {
+        st = WriteAll(*fd, &hello, sizeof(hello), deadline, mesh->PeerName(peer));
+      }
     }
   }
 
@@ -214,7 +240,7 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
     ++refused;
   };
   if (st.ok()) st = SetNonBlocking(listener);
-  for (int accepted = 0; st.ok() && accepted < world_size - 1 - rank;) {
+  for (int accepted = 0; st.ok() && accepted < (world_size - 1 - rank) * streams;) {
     std::vector<pollfd> pfds;
     pfds.push_back({listener, POLLIN, 0});
     for (const Incoming& c : incoming)
@@ -227,7 +253,8 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
     if (r == 0 && deadline.Expired()) {
       std::string missing;
       for (int p = rank + 1; p < world_size; ++p)
-        if (mesh->fds_[p] < 0) missing += (missing.empty() ? "" : ", ") + std::to_string(p);
+        if (std::count(mesh->fds_[p].begin(), mesh->fds_[p].end(), -1) > 0)
+          missing += (missing.empty() ? "" : ", ") + std::to_string(p);
       std::string note;
       if (refused > 0)
         note = " (rank " + std::to_string(rank) + " refused " + std::to_string(refused) +
@@ -284,15 +311,26 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
                     std::to_string(world_size));
           continue;
         }
+        if (hello.streams != streams) {
+          refuse(c, "it claims rank " + std::to_string(hello.rank) + " with " + std::to_string(hello.streams) +
+                        " connection(s) per peer, but this rank uses " + std::to_string(streams) +
+                        " (COHORT_COMM_TCP_STREAMS differs between ranks)");
+          continue;
+        }
+        if (hello.stream >= streams) {
+          refuse(c, "it claims stream " + std::to_string(hello.stream) + " of " + std::to_string(streams));
+          continue;
+        }
         c.rank = hello.rank;
+        c.stream = hello.stream;
         if (!authenticate) c.verified = true;
       }
       if (authenticate && c.rank >= 0 && !c.verified && c.in.size() == need) {
         std::string reply;
         const bool ok = c.challenge->Verify(
-            auth_secret, AuthContext(c.rank, rank),
+            auth_secret, AuthContext(c.rank, rank, c.stream),
             std::string_view(c.in).substr(sizeof(Hello), auth::kResponseBytes), &reply);
-        if (ok && mesh->fds_[c.rank] >= 0) {
+        if (ok && mesh->fds_[c.rank][c.stream] >= 0) {
           c.out = std::string(1, auth::kVerdictRefused);
           FlushIncoming(c);
           refuse(c, "it claims rank " + std::to_string(c.rank) + ", which is already connected");
@@ -314,11 +352,11 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
         }
       }
       if (c.verified && c.out.empty()) {
-        if (mesh->fds_[c.rank] >= 0) {
+        if (mesh->fds_[c.rank][c.stream] >= 0) {
           refuse(c, "it claims rank " + std::to_string(c.rank) + ", which is already connected");
           continue;
         }
-        mesh->fds_[c.rank] = c.fd;
+        mesh->fds_[c.rank][c.stream] = c.fd;
         c.fd = -1;
         ++accepted;
       }
@@ -368,8 +406,9 @@ Result<std::unique_ptr<TcpMesh>> TcpMesh::Connect(Store& store, int rank, int wo
 }
 
 TcpMesh::~TcpMesh() {
-  for (int fd : fds_)
-    if (fd >= 0) ::close(fd);
+  for (const auto& peer : fds_)
+    for (int fd : peer)
+      if (fd >= 0) ::close(fd);
 }
 
 std::string TcpMesh::PeerName(int peer) const {
@@ -380,56 +419,154 @@ std::string TcpMesh::PeerName(int peer) const {
 }
 
 void TcpMesh::Shutdown() {
-  for (int fd : fds_)
-    if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  for (const auto& peer : fds_)
+    for (int fd : peer)
+      if (fd >= 0) ::shutdown(fd, SHUT_RDWR);
 }
+
+namespace {
+
+// Where the bytes of one message travel: chunk i (kStripeBytes each, the last
+// one shorter) on stream i mod k; a message of at most one chunk on stream 0.
+class Stripes {
+ public:
+  Stripes(size_t total, int streams)
+      : total_(total),
+        k_(total > TcpMesh::kStripeBytes ? streams : 1),
+        chunks_((total + TcpMesh::kStripeBytes - 1) / TcpMesh::kStripeBytes) {}
+  int streams() const { return k_; }
+  size_t ChunkLen(size_t i) const { return std::min(kS, total_ - i * kS); }
+  // Bytes stream s carries in all.
+  size_t StreamTotal(int s) const {
+    const size_t us = static_cast<size_t>(s);
+    if (us >= chunks_) return 0;
+    const size_t n = (chunks_ - us + k_ - 1) / k_;
+    const size_t last = us + (n - 1) * k_;
+    return (n - 1) * kS + ChunkLen(last);
+  }
+  // The message offset of byte `pos` of stream s, and how many bytes from
+  // there on are contiguous in the message.
+  void Locate(int s, size_t pos, size_t* offset, size_t* contiguous) const {
+    const size_t i = (pos / kS) * k_ + static_cast<size_t>(s);
+    *offset = i * kS + pos % kS;
+    *contiguous = ChunkLen(i) - pos % kS;
+  }
+  // Advances `prefix` (bytes received in message order) over what the
+  // streams have delivered: done[s] bytes of each stream s.
+  size_t Prefix(size_t prefix, const size_t* done) const {
+    while (prefix < total_) {
+      const size_t i = prefix / kS;
+      const size_t base = (i / k_) * kS;  // the chunk's start within its stream
+      const size_t got = done[i % k_];
+      if (got <= base) break;
+      const size_t end = i * kS + std::min(got - base, ChunkLen(i));
+      if (end <= prefix) break;
+      prefix = end;
+      if (end < i * kS + ChunkLen(i)) break;
+    }
+    return prefix;
+  }
+
+ private:
+  static constexpr size_t kS = TcpMesh::kStripeBytes;
+  size_t total_;
+  size_t k_;
+  size_t chunks_;
+};
+
+}  // namespace
 
 Status TcpMesh::SendRecv(int send_peer, const void* send_buf, size_t send_bytes, int recv_peer,
                          void* recv_buf, size_t recv_bytes, Deadline deadline,
                          const RecvProgress& on_recv) {
-  const int send_fd = send_bytes > 0 ? fds_[send_peer] : -1;
-  const int recv_fd = recv_bytes > 0 ? fds_[recv_peer] : -1;
+  const Stripes out(send_bytes, streams_), in(recv_bytes, streams_);
   const char* sp = static_cast<const char*>(send_buf);
   char* rp = static_cast<char*>(recv_buf);
+  struct Flow {
+    int fd = -1;
+    size_t done = 0, total = 0;
+    bool ready = true;  // try without polling until the socket says EAGAIN
+  };
+  Flow sends[kMaxStreams], recvs[kMaxStreams];
+  size_t recv_done[kMaxStreams] = {};
+  for (int s = 0; s < out.streams(); ++s) {
+    sends[s].total = out.StreamTotal(s);
+    if (sends[s].total > 0) sends[s].fd = fds_[send_peer][s];
+  }
+  for (int s = 0; s < in.streams(); ++s) {
+    recvs[s].total = in.StreamTotal(s);
+    if (recvs[s].total > 0) recvs[s].fd = fds_[recv_peer][s];
+  }
   size_t sent = 0, received = 0;
   while (sent < send_bytes || received < recv_bytes) {
     bool progressed = false;
-    if (sent < send_bytes) {
-      ssize_t w = ::send(send_fd, sp + sent, send_bytes - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    for (int s = 0; s < out.streams(); ++s) {
+      Flow& f = sends[s];
+      if (f.done == f.total || !f.ready) continue;
+      size_t offset = 0, len = 0;
+      out.Locate(s, f.done, &offset, &len);
+      ssize_t w = ::send(f.fd, sp + offset, len, MSG_NOSIGNAL | MSG_DONTWAIT);
       if (w > 0) {
+        f.done += static_cast<size_t>(w);
         sent += static_cast<size_t>(w);
         progressed = true;
-      } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      } else if (w < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        f.ready = false;
+      } else if (w < 0 && errno != EINTR) {
         return Status::Unavailable("connection to " + PeerName(send_peer) +
                                    " failed while sending: " + std::strerror(errno) +
                                    " (the peer exited or aborted)");
       }
     }
-    if (received < recv_bytes) {
-      ssize_t r = ::recv(recv_fd, rp + received, recv_bytes - received, MSG_DONTWAIT);
+    bool arrived = false;
+    for (int s = 0; s < in.streams(); ++s) {
+      Flow& f = recvs[s];
+      if (f.done == f.total || !f.ready) continue;
+      size_t offset = 0, len = 0;
+      in.Locate(s, f.done, &offset, &len);
+      ssize_t r = ::recv(f.fd, rp + offset, len, MSG_DONTWAIT);
       if (r > 0) {
-        received += static_cast<size_t>(r);
-        progressed = true;
-        if (on_recv) on_recv(received);
+        f.done += static_cast<size_t>(r);
+        recv_done[s] = f.done;
+        arrived = progressed = true;
       } else if (r == 0) {
         return Status::Unavailable(PeerName(recv_peer) +
                                    " closed the connection (the peer exited or aborted)");
-      } else if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
+      } else if (errno == EAGAIN || errno == EWOULDBLOCK) {
+        f.ready = false;
+      } else if (errno != EINTR) {
         return Status::Unavailable("connection to " + PeerName(recv_peer) +
                                    " failed while receiving: " + std::strerror(errno));
       }
     }
-    if (progressed) continue;
-    pollfd pfds[2];
-    int n = 0;
-    if (send_fd >= 0 && send_fd == recv_fd) {
-      pfds[n++] = {send_fd, static_cast<short>((sent < send_bytes ? POLLOUT : 0) |
-                                               (received < recv_bytes ? POLLIN : 0)),
-                   0};
-    } else {
-      if (sent < send_bytes) pfds[n++] = {send_fd, POLLOUT, 0};
-      if (received < recv_bytes) pfds[n++] = {recv_fd, POLLIN, 0};
+    if (arrived) {
+      const size_t prefix = in.Prefix(received, recv_done);
+      if (prefix > received) {
+        received = prefix;
+        if (on_recv) on_recv(received);
+      }
     }
+    if (progressed) continue;
+    // Nothing moved: wait until a socket with work left is ready.
+    pollfd pfds[2 * kMaxStreams];
+    Flow* owners[2 * kMaxStreams][2] = {};
+    int n = 0;
+    auto add = [&](Flow& f, short events, int slot) {
+      for (int i = 0; i < n; ++i) {
+        if (pfds[i].fd == f.fd) {
+          pfds[i].events |= events;
+          owners[i][slot] = &f;
+          return;
+        }
+      }
+      pfds[n] = {f.fd, events, 0};
+      owners[n][slot] = &f;
+      ++n;
+    };
+    for (int s = 0; s < out.streams(); ++s)
+      if (sends[s].done < sends[s].total) add(sends[s], POLLOUT, 0);
+    for (int s = 0; s < in.streams(); ++s)
+      if (recvs[s].done < recvs[s].total) add(recvs[s], POLLIN, 1);
     int pr = ::poll(pfds, n, deadline.RemainingMsForPoll());
     if (pr == 0) {
       int stuck = received < recv_bytes ? recv_peer : send_peer;
@@ -438,6 +575,13 @@ Status TcpMesh::SendRecv(int send_peer, const void* send_buf, size_t send_bytes,
           " data before the deadline (the peer is stalled, dead, or not in this collective)");
     }
     if (pr < 0 && errno != EINTR) return Status::IoError(Errno("poll"));
+    for (int i = 0; pr > 0 && i < n; ++i) {
+      if (pfds[i].revents == 0) continue;
+      // An error or hang-up wakes both directions, so the call reports it.
+      const bool err = (pfds[i].revents & (POLLERR | POLLHUP | POLLNVAL)) != 0;
+      if (owners[i][0] && (err || (pfds[i].revents & POLLOUT))) owners[i][0]->ready = true;
+      if (owners[i][1] && (err || (pfds[i].revents & (POLLIN | POLLRDHUP)))) owners[i][1]->ready = true;
+    }
   }
   return Status::Ok();
 }

@@ -4,10 +4,19 @@
 // Set-up: every rank listens on an ephemeral port and publishes
 // "tcp/addr/<rank>" = "<ip>:<port>" (ip = the address its store connection
 // uses, so peers on other hosts can reach it). Rank i then connects to every
-// rank j < i and accepts one connection from every rank j > i; each
-// connection opens with a hello {magic, rank} so accepted sockets are matched
-// to their rank. Sockets are non-blocking afterwards and polled with the
-// operation's deadline.
+// rank j < i and accepts the connections of every rank j > i; each
+// connection opens with a hello {magic, rank, stream, streams} so accepted
+// sockets are matched to their rank and stream. Sockets are non-blocking
+// afterwards and polled with the operation's deadline.
+//
+// Streams: each pair of ranks is joined by `streams` connections (every rank
+// must use the same number; a hello with another count is refused, naming
+// COHORT_COMM_TCP_STREAMS). A message longer than kStripeBytes is cut into
+// kStripeBytes chunks, chunk i travelling on connection i mod streams, so
+// one large transfer uses several TCP flows (several congestion windows and
+// socket buffers) at once; shorter messages use connection 0 only. Received
+// bytes are reported to the caller as the contiguous prefix that has
+// arrived, whichever connection carried it.
 //
 // With an auth secret (Options::auth_secret, COHORT_JOB_TOKEN) every
 // connection is authenticated both ways before it joins the mesh (src/comm/
@@ -31,12 +40,24 @@
 
 namespace cohort::comm {
 
+struct TcpMeshOptions {
+  // Empty = no authentication; every rank must pass the same.
+  std::string auth_secret;
+  // Connections per pair of ranks, 1-16; every rank must pass the same.
+  int streams = 1;
+  // SO_SNDBUF/SO_RCVBUF of every connection; 0 = the kernel's automatic
+  // sizing (the default, and usually the best: a fixed size turns it off).
+  int socket_buffer_bytes = 0;
+};
+
 class TcpMesh : public PairTransport {
  public:
-  // auth_secret: empty = no authentication; every rank must pass the same.
+  static constexpr size_t kStripeBytes = 128 * 1024;
+  static constexpr int kMaxStreams = 16;
+
   static Result<std::unique_ptr<TcpMesh>> Connect(Store& store, int rank, int world_size,
                                                   Deadline deadline,
-                                                  const std::string& auth_secret = "");
+                                                  const TcpMeshOptions& options = {});
   ~TcpMesh() override;
 
   int rank() const override { return rank_; }
@@ -52,7 +73,8 @@ class TcpMesh : public PairTransport {
 
   const int rank_;
   const int world_size_;
-  std::vector<int> fds_;                // fds_[peer]; -1 for self
+  int streams_ = 1;
+  std::vector<std::vector<int>> fds_;   // fds_[peer][stream]; -1 for self
   std::vector<std::string> addresses_;  // "ip:port" of each rank's listener
 };
 
