@@ -12,6 +12,7 @@
 #   (a) fashion_mnist --grad-compression none
 #   (b) fashion_mnist --grad-compression bf16
 #   (c) fashion_mnist --grad-compression bf16-ef
+#   (c') fashion_mnist --grad-compression fp16
 #   (d) examples/fashion_mnist/train_ddp.py (gloo)
 #   (e) allreduce_bench (float32 and --wire bf16) and allreduce_gloo.py
 # For (a)-(d): samples/s (rank 0's mean over the epochs), test accuracy, the
@@ -19,6 +20,7 @@
 # link allows at that many bytes per step (RATE / bytes per step x batch 64),
 # and the run's fraction of it. Then
 #   ratio_fp32=X.XX   (a) / (d) samples/s
+#   ratio_fp16=X.XX   (c') / (d) samples/s
 #   ratio=X.XX        (b) / (d) samples/s (headline; target >= 2)
 #   link_fraction_fp32_allreduce=X.XX  64 MB float32 all-reduce algbw / what the link allows
 set -euo pipefail
@@ -98,6 +100,7 @@ COMMON=(--epochs "$EPOCHS" --train-subset "$SUBSET" --lr "$LR" --batch-size "$BA
 train cohort_fp32 "$BIN/fashion_mnist" "${COMMON[@]}" --grad-compression none
 train cohort_bf16 "$BIN/fashion_mnist" "${COMMON[@]}" --grad-compression bf16
 train cohort_bf16_ef "$BIN/fashion_mnist" "${COMMON[@]}" --grad-compression bf16-ef
+train cohort_fp16 "$BIN/fashion_mnist" "${COMMON[@]}" --grad-compression fp16
 train ddp_gloo "$PY" "$ROOT/examples/fashion_mnist/train_ddp.py" "${COMMON[@]}"
 
 AR_LOG="$LOG_DIR/multihost.allreduce"
@@ -111,7 +114,7 @@ AR_BOUND_GBS="$(calc 'r / 1e9' r="$RATE_BPS")"
 
 echo
 printf '%-16s %12s %10s %14s %14s %10s\n' run samples/s accuracy "bytes/step" "link allows" fraction
-for name in cohort_fp32 cohort_bf16 cohort_bf16_ef ddp_gloo; do
+for name in cohort_fp32 cohort_bf16 cohort_bf16_ef cohort_fp16 ddp_gloo; do
   printf '%-16s %12s %10s %14s %14s %10s\n' "$name" "${SPS[$name]}" "${ACC[$name]}" "${BPS[$name]}" \
     "${BOUND[$name]}" "${FRAC[$name]}"
 done
@@ -127,6 +130,8 @@ AR64="$(kv_get "$AR_LOG.fp32.log" algbw_gbs cohort size=67108864 buffer=plain)"
 echo
 echo "accuracy_gap_bf16_points=$(calc '(a - b) * 100' a="${ACC[cohort_fp32]}" b="${ACC[cohort_bf16]}")"
 echo "accuracy_gap_bf16_ef_points=$(calc '(a - b) * 100' a="${ACC[cohort_fp32]}" b="${ACC[cohort_bf16_ef]}")"
+echo "accuracy_gap_fp16_points=$(calc '(a - b) * 100' a="${ACC[cohort_fp32]}" b="${ACC[cohort_fp16]}")"
 echo "link_fraction_fp32_allreduce=$(calc 'a / b' a="$AR64" b="$AR_BOUND_GBS")"
 echo "ratio_fp32=$(calc 'a / b' a="${SPS[cohort_fp32]}" b="${SPS[ddp_gloo]}")"
+echo "ratio_fp16=$(calc 'a / b' a="${SPS[cohort_fp16]}" b="${SPS[ddp_gloo]}")"
 echo "ratio=$(calc 'a / b' a="${SPS[cohort_bf16]}" b="${SPS[ddp_gloo]}")"
