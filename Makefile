@@ -2,18 +2,22 @@
 BUILD_DIR ?= build
 JOBS ?= $(shell nproc)
 CMAKE_FLAGS ?=
+# Seconds per step (setup, configure, build, npm-tools, tests), printed at the end.
+TIMINGS = $(BUILD_DIR).timings
 
 .PHONY: setup configure build run test bench fuzz clean
 
 setup:
-	@scripts/setup
+	@rm -f $(TIMINGS)
+	@scripts/step $(TIMINGS) setup scripts/setup
 
 configure: setup
-	@cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release $(CMAKE_FLAGS) > $(BUILD_DIR).configure.log 2>&1 \
-	  || { cat $(BUILD_DIR).configure.log; exit 1; }
+	@scripts/step $(TIMINGS) configure sh -c 'cmake -S . -B $(BUILD_DIR) -G Ninja -DCMAKE_BUILD_TYPE=Release \
+	  $(CMAKE_FLAGS) > $(BUILD_DIR).configure.log 2>&1 || { cat $(BUILD_DIR).configure.log; exit 1; }'
 
 build: configure
-	@cmake --build $(BUILD_DIR) -j $(JOBS)
+	@scripts/step $(TIMINGS) build cmake --build $(BUILD_DIR) -j $(JOBS)
+	@scripts/step $(TIMINGS) --summary
 
 # The main job: the seed model (FashionMNIST MLP) as a 2-worker job on the
 # embedded cluster (a head and a local agent in one process). Checkpoints,
@@ -25,7 +29,9 @@ run: build
 	  --checkpoint-dir $(CURDIR)/$(BUILD_DIR)/run/checkpoints --results-dir $(CURDIR)/$(BUILD_DIR)/run/results
 
 test: build
-	cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600
+	@scripts/step $(TIMINGS) npm-tools scripts/npm_tools
+	@rc=0; scripts/step $(TIMINGS) tests sh -c 'cd $(BUILD_DIR) && ctest --output-on-failure -j $(JOBS) --timeout 600' \
+	  || rc=$$?; scripts/step $(TIMINGS) --summary; exit $$rc
 
 bench: build
 	bench/allreduce.sh
@@ -44,4 +50,4 @@ fuzz: setup
 	COHORT_FUZZ_BUILD_DIR=$(CURDIR)/$(BUILD_DIR)/fuzz fuzz/run.sh $(if $(FUZZ_MERGE),--merge) $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 clean:
-	rm -rf $(BUILD_DIR) $(BUILD_DIR).configure.log
+	rm -rf $(BUILD_DIR) $(BUILD_DIR).configure.log $(TIMINGS)

@@ -248,8 +248,16 @@ def report(metrics=None, **kwargs):
 
 # --- directories ------------------------------------------------------------------
 
-def _dir_from_env(name):
+def _env_path(name):
+    """$name as a local path: a file:// URI loses its scheme; unset is None."""
     path = os.environ.get(name)
+    if not path:
+        return None
+    return path[len("file://"):] if path.startswith("file://") else path
+
+
+def _dir_from_env(name):
+    path = _env_path(name)
     if not path:
         return None
     os.makedirs(path, exist_ok=True)
@@ -285,7 +293,7 @@ def latest_checkpoint(root=None):
     Complete means named checkpoint_NNNNNN with a state.json that parses;
     the highest epoch wins. Temporary directories are never returned.
     """
-    root = root or os.environ.get(CHECKPOINT_DIR_ENV)
+    root = root or _env_path(CHECKPOINT_DIR_ENV)
     if not root:
         return None
     try:

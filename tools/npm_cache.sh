@@ -30,13 +30,15 @@ npm_cache_recently_failed() {
 
 # npm_cache_install DIR FILE...: installs DIR/package.json (and its lockfile)
 # unless every node_modules/FILE exists and the pinned files are unchanged.
+# $NPM_INSTALL_FLAGS are added to `npm install` (and to the stamp), e.g.
+# --omit=optional to skip optional native modules that compile from source.
 # REQUIRES: npm_cache_init.
 npm_cache_install() {
   local here="$1" f ok=1
   shift
   local stamp
-  stamp="$({ cat "$here/package.json"; [[ ! -f "$here/package-lock.json" ]] || cat "$here/package-lock.json"; } |
-    sha256sum | cut -d' ' -f1)"
+  stamp="$({ cat "$here/package.json"; [[ ! -f "$here/package-lock.json" ]] || cat "$here/package-lock.json";
+    echo "${NPM_INSTALL_FLAGS:-}"; } | sha256sum | cut -d' ' -f1)"
   for f in "$@"; do [[ -f "$cache/node_modules/$f" ]] || ok=0; done
   if (( ok )) && [[ "$(cat "$cache/.installed" 2>/dev/null)" == "$stamp" ]]; then
     return 0
@@ -51,7 +53,9 @@ npm_cache_install() {
   else
     rm -f "$cache/package-lock.json"
   fi
-  if ! (cd "$cache" && npm install --no-audit --no-fund --fetch-retries=1 --fetch-timeout=60000 >&2); then
+  # shellcheck disable=SC2086  # flags are words
+  if ! (cd "$cache" && npm install --no-audit --no-fund --fetch-retries=1 --fetch-timeout=60000 \
+    ${NPM_INSTALL_FLAGS:-} >&2); then
     echo "$stamp" >"$cache/.failed"
     echo "ensure.sh: npm install failed in $cache (is the npm registry reachable?)" >&2
     exit 3

@@ -17,6 +17,7 @@
 #include <iostream>
 
 #include "cohort/comm/communicator.h"
+#include "cohort/train/checkpoint_dir.h"
 #include "cohort/train/context.h"
 #include "cohort/train/idx.h"
 #include "cohort/train/report.h"
@@ -36,7 +37,8 @@ struct Flags {
   std::string checkpoint_dir;
   std::string results_dir;
   uint64_t seed = 0;
-  bool resume = false;
+  bool resume = false;     // --resume: insist (needs a checkpoint dir)
+  bool no_resume = false;  // --no-resume: start from epoch 1 whatever the checkpoint dir holds
   int64_t train_subset = 0;  // 0 = all 60k
   double bucket_mb = 0;
   std::string grad_compression;  // "" = from the environment
@@ -107,7 +109,12 @@ int main(int argc, char** argv) {
   app.add_option("--checkpoint-dir", f.checkpoint_dir, "Write a checkpoint here after every epoch (env COHORT_CHECKPOINT_DIR)");
   app.add_option("--results-dir", f.results_dir, "Write model.pt and metrics.json here (env COHORT_RESULTS_DIR)");
   app.add_option("--seed", f.seed, "Seed for initialisation and shuffling");
-  app.add_flag("--resume", f.resume, "Resume from the newest checkpoint in --checkpoint-dir, if any");
+  auto* resume_flag = app.add_flag(
+      "--resume", f.resume,
+      "Resume from the newest checkpoint in the checkpoint dir, if any (the default whenever there is a "
+      "checkpoint dir); fails without one");
+  app.add_flag("--no-resume", f.no_resume, "Start from epoch 1 even when the checkpoint dir has checkpoints")
+      ->excludes(resume_flag);
   app.add_option("--train-subset", f.train_subset, "Use only the first N training samples (0 = all)")->check(CLI::NonNegativeNumber);
   app.add_option("--bucket-mb", f.bucket_mb,
                  "Gradient bucket size in MB (default 0: automatic; 25 on one host, smaller across hosts)")
@@ -130,7 +137,10 @@ int main(int argc, char** argv) {
     Die("--batch-size " + std::to_string(f.batch_size) + " is not divisible by the " +
             std::to_string(ctx.world_size) + " ranks",
         2);
-  if (f.resume && f.checkpoint_dir.empty()) Die("--resume needs --checkpoint-dir", 2);
+  if (f.resume && f.checkpoint_dir.empty()) Die("--resume needs --checkpoint-dir (or COHORT_CHECKPOINT_DIR)", 2);
+  // Resume is the default: a restarted job (attempt >= 1), or a run pointed
+  // at a checkpoint dir that has checkpoints, continues from the newest one.
+  const bool resume = !f.no_resume && !f.checkpoint_dir.empty();
   const bool chief = ctx.is_chief();
   torch::set_num_threads(f.threads > 0 ? f.threads : train::DefaultThreadsPerWorker(ctx.local_world_size));
 
@@ -152,7 +162,7 @@ int main(int argc, char** argv) {
 
   int64_t start_epoch = 0;
   nlohmann::json history = nlohmann::json::array();
-  if (f.resume) {
+  if (resume) {
     auto loaded = train::LoadLatestCheckpoint(f.checkpoint_dir, *model, optimizer);
     Check(loaded.status(), &comm);
     if (loaded->has_value()) {
@@ -163,7 +173,9 @@ int main(int argc, char** argv) {
     // Rank 0's view wins (other hosts may not see the same directory).
     Check(comm.Broadcast(&start_epoch, sizeof(start_epoch), 0), &comm);
     if (chief && start_epoch > 0)
-      std::printf("resuming from checkpoint after epoch %lld\n", static_cast<long long>(start_epoch));
+      std::printf("resuming from checkpoint after epoch %lld (%s/%s; --no-resume starts over)\n",
+                  static_cast<long long>(start_epoch), f.checkpoint_dir.c_str(),
+                  train::CheckpointDirName(start_epoch).c_str());
   }
 
   train::GradientSyncOptions sync_options;

@@ -169,6 +169,9 @@ def parse_args():
                    help="train on the first N training images (0 = all)")
     p.add_argument("--threads", type=int, default=int(os.environ.get("OMP_NUM_THREADS") or 1),
                    help="torch.set_num_threads (default: OMP_NUM_THREADS or 1)")
+    p.add_argument("--no-resume", action="store_true",
+                   help="start from epoch 1 even when the checkpoint dir has checkpoints "
+                        "(by default a run resumes from the newest one)")
     return p.parse_args()
 
 
@@ -206,7 +209,7 @@ def main():
     # Resume: every rank that sees the newest checkpoint loads it; rank 0's
     # epoch wins (DDP copies rank 0's weights to the others in any case).
     start_epoch, history, resumed = 0, [], None
-    if ckpt_root:
+    if ckpt_root and not args.no_resume:
         latest = cohort.latest_checkpoint(ckpt_root)
         if latest and os.path.exists(os.path.join(latest, CHECKPOINT_FILE)):
             resumed = torch.load(os.path.join(latest, CHECKPOINT_FILE), map_location="cpu")
@@ -220,7 +223,8 @@ def main():
             model.load_state_dict(resumed["model"])
             history = list(resumed.get("history", []))
         if rank == 0 and start_epoch > 0:
-            print(f"resuming from checkpoint after epoch {start_epoch}", flush=True)
+            print(f"resuming from checkpoint after epoch {start_epoch} ({latest}; --no-resume starts over)",
+                  flush=True)
     ddp = DistributedDataParallel(model) if distributed else model
     loss_fn = nn.CrossEntropyLoss()
     opt = torch.optim.SGD(ddp.parameters(), lr=args.lr)

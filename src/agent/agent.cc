@@ -70,6 +70,7 @@ std::string Agent::advertise_address() const { return impl_->advertise_address()
 Resources Agent::resources() const { return impl_->resources(); }
 bool Agent::connected() const { return impl_->connected(); }
 size_t Agent::num_running_workers() const { return impl_->num_running_workers(); }
+size_t Agent::unacknowledged_log_bytes() const { return impl_->unacknowledged_log_bytes(); }
 
 Agent::Impl::Impl(Options options)
     : options_(std::move(options)), outbox_(options_.max_buffered_bytes) {
@@ -348,7 +349,7 @@ Result<SpawnRequest> Agent::Impl::Prepare(const rpc::StartWorker& start) {
   std::error_code ec;
   fs::create_directories(req.scratch_dir, ec);
   if (ec) return Status::IoError("cannot create " + req.scratch_dir + ": " + ec.message());
-  req.cwd = req.scratch_dir;
+  req.cwd = options_.worker_cwd.empty() ? req.scratch_dir : options_.worker_cwd;
   if (!start.working_dir_package().empty()) {
     COHORT_ASSIGN_OR_RETURN(req.cwd,
                             EnsureWorkingDir(start.job_id(), start.working_dir_package()));
@@ -356,6 +357,7 @@ Result<SpawnRequest> Agent::Impl::Prepare(const rpc::StartWorker& start) {
 
   req.env = base_env_;
   for (const auto& [k, v] : start.env()) req.env[k] = v;
+  req.env["COHORT_SCRATCH_DIR"] = req.scratch_dir;
   AddSocketInterfaceEnv(iface_, &req.env);  // the job's or the agent's own settings win
   if (start.gpu_ids_size() > 0 && start.env().count("CUDA_VISIBLE_DEVICES") == 0) {
     std::vector<int> ids(start.gpu_ids().begin(), start.gpu_ids().end());

@@ -52,6 +52,7 @@ class Agent::Impl {
   Resources resources() const;
   bool connected() const;
   size_t num_running_workers() const;
+  size_t unacknowledged_log_bytes() const { return outbox_.unacked_bytes(); }
 
  private:
   struct PrepItem {

@@ -27,6 +27,7 @@
 #include "cohort/common/logging.h"
 #include "cohort/common/prometheus.h"
 #include "cohort/head/head_server.h"
+#include "cohort/jobs/job.h"
 #include "cohort/net/http_server.h"
 
 namespace cohort::cli {
@@ -390,6 +391,7 @@ int RunStop(const std::string& state_dir_flag) {
 struct RunFlags {
   SubmitOptions submit;
   std::string state_dir;
+  std::string results_dir;  // "" = ./cohort_results
   std::optional<double> num_cpus, num_gpus;
   bool keep_state = false;
   int dashboard_port = 8265;  // the dashboard and API on 127.0.0.1; busy -> an ephemeral port
@@ -403,6 +405,24 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
     return kExitUsage;
   }
   f.submit.entrypoint = *passthrough;
+  // Results are never thrown away with the temp state: without a results
+  // URI they go to ./cohort_results/<job id>/, checkpoints to its
+  // checkpoints/ (the layout a results URI gets). A job that writes none
+  // still succeeds: only a results URI makes the head insist on them.
+  std::error_code cwd_ec;
+  const fs::path cwd = fs::current_path(cwd_ec);
+  if (cwd_ec) {
+    std::fprintf(stderr, "cohort run: cannot read the current directory: %s\n", cwd_ec.message().c_str());
+    return 1;
+  }
+  std::string local_results;
+  if (f.submit.results_uri.empty()) {
+    if (f.submit.submission_id.empty()) f.submit.submission_id = jobs::NewSubmissionId();
+    const fs::path base = f.results_dir.empty() ? cwd / "cohort_results" : fs::absolute(f.results_dir);
+    local_results = (base / f.submit.submission_id).lexically_normal().string();
+    f.submit.env.push_back("COHORT_RESULTS_DIR=" + local_results);
+    f.submit.env.push_back("COHORT_CHECKPOINT_DIR=" + local_results + "/checkpoints");
+  }
   // The job's output is what matters here; the embedded head and agent only
   // speak up for warnings (COHORT_LOG_LEVEL=INFO shows everything).
   log::SetDefaultLevel(log::Level::WARN);
@@ -443,6 +463,9 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
   agent_options.cluster_token = (*head)->join_token();
   agent_options.state_dir = state_dir + "/agent";
   agent_options.advertise_address = "127.0.0.1";
+  // Workers start where the user typed the command (torchrun's behaviour),
+  // unless --working-dir ships a copy.
+  agent_options.worker_cwd = cwd.string();
   if (f.num_cpus) agent_options.resources["CPU"] = *f.num_cpus;
   if (f.num_gpus) agent_options.resources["GPU"] = *f.num_gpus;
   agent::Agent agent(agent_options);
@@ -504,6 +527,16 @@ int RunEmbedded(RunFlags& f, const Passthrough& passthrough) {
     }
     std::printf("%s\n", FinalStatusLine(*id, result->status, result->message).c_str());
     code = result->status == "SUCCEEDED" ? 0 : 1;
+    if (!local_results.empty()) {
+      std::error_code ec;
+      if (fs::is_directory(local_results, ec)) {
+        std::printf("results: %s\n", local_results.c_str());
+      } else {
+        std::printf("results: none (the job wrote nothing to $COHORT_RESULTS_DIR = %s)\n", local_results.c_str());
+      }
+    } else {
+      std::printf("results: %s\n", f.submit.results_uri.c_str());
+    }
   }
   agent.Stop(true);
   (*head)->Stop();
@@ -594,8 +627,14 @@ Command AddRunCommand(CLI::App& root) {
   app->add_option("--cpus-per-worker", f->submit.cpus_per_worker, "CPUs per worker (default 1)");
   app->add_option("--gpus-per-worker", f->submit.gpus_per_worker, "GPUs per worker (default 0)");
   app->add_option("--max-failures", f->submit.max_failures, "Restart the group up to K times (-1: always)");
-  app->add_option("--results-uri", f->submit.results_uri, "Upload the results here (file://, gs://, s3://)");
-  app->add_option("--working-dir", f->submit.working_dir, "A directory shipped to the workers as their cwd");
+  auto* results_uri =
+      app->add_option("--results-uri", f->submit.results_uri, "Upload the results here (file://, gs://, s3://)");
+  app->add_option("--results-dir", f->results_dir,
+                  "Results (and checkpoints) go to DIR/<job id>/ (default: ./cohort_results)")
+      ->excludes(results_uri);
+  app->add_option("--working-dir", f->submit.working_dir,
+                  "Ship a copy of this directory to the workers as their cwd (default: they run in the current "
+                  "directory)");
   app->add_option("--env", f->submit.env, "KEY=VALUE for the workers (repeatable)");
   app->add_option("--grad-compression", f->submit.grad_compression,
                   "Gradients on the wire between hosts: none, bf16, bf16-ef, fp16 or fp16-ef (sets COHORT_GRAD_COMPRESSION)");

@@ -286,6 +286,13 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
                                      : " exited with code " + std::to_string(m.exit_code()));
     const std::string message = SanitizeUtf8(std::string_view(m.message()).substr(0, 2000));
     if (!message.empty() && message.find("exited with code") == std::string::npos) cause += " (" + message + ")";
+    if (signal == 0 && m.exit_code() == 127) {
+      // The shell's "command not found".
+      cause += ": the entrypoint's command was not found. A relative path is looked up in the worker's "
+               "directory: the job's working_dir, else the directory `cohort run` was started in, else (a job "
+               "submitted to a cluster) a scratch directory on the node. Use an absolute path that exists on "
+               "the nodes, or ship the files with --working-dir";
+    }
     FailAttempt(*job, cause, info.exit_code);
     return;
   }
@@ -627,8 +634,11 @@ rpc::HeadMessage JobManager::StartMessage(const Job& job, int r, const std::vect
   if (const std::string py = PythonModuleDir(); !py.empty())
     env["PYTHONPATH"] = env_vars.count("PYTHONPATH") ? py + ":" + env_vars["PYTHONPATH"] : py;
   env["PYTHONUNBUFFERED"] = "1";
-  env["COHORT_CHECKPOINT_DIR"] = job.checkpoint_dir;
-  env["COHORT_RESULTS_DIR"] = job.results_dir;
+  // file:// URIs reach the workers as plain paths, which every program can
+  // open (gs:// and s3:// stay URIs: the trainer's storage layer takes them).
+  auto local = [](const std::string& dir) { return dir.rfind("file://", 0) == 0 ? dir.substr(7) : dir; };
+  env["COHORT_CHECKPOINT_DIR"] = local(job.checkpoint_dir);
+  env["COHORT_RESULTS_DIR"] = local(job.results_dir);
   if (distributed) {
     env["MASTER_ADDR"] = master_addr;
     env["MASTER_PORT"] = std::to_string(port);
@@ -805,6 +815,10 @@ Result<std::string> JobManager::Submit(std::string_view body) {
       job.record.spec.results_uri.empty() ? job_dir + "/checkpoints" : job.record.spec.results_uri + "/checkpoints";
   auto env_vars = EnvVarsOf(job.record.spec);
   if (auto it = env_vars.find("COHORT_CHECKPOINT_DIR"); it != env_vars.end()) job.checkpoint_dir = it->second;
+  // Its own results directory (as `cohort run` sets it): not listed or
+  // required at the end, unlike a results_uri.
+  if (auto it = env_vars.find("COHORT_RESULTS_DIR"); it != env_vars.end() && job.record.spec.results_uri.empty())
+    job.results_dir = it->second;
   // No directory is made here: the trainer creates its checkpoint and
   // results directories when it writes them (keeps submit cheap).
   job.seq = next_seq_++;

@@ -448,6 +448,14 @@ bool StartOneThenTwo(FakeHead& head) {
   return head.Wait([&](const Record& r) { return r.logs.count(id) != 0 && r.logs.at(id) == "one\n"; });
 }
 
+// Whether the head acknowledged every log byte the agent sent, within 10 s.
+bool WaitAllAcknowledged(const Agent& agent) {
+  const auto until = std::chrono::steady_clock::now() + 10s;
+  while (agent.unacknowledged_log_bytes() > 0 && std::chrono::steady_clock::now() < until)
+    std::this_thread::sleep_for(10ms);
+  return agent.unacknowledged_log_bytes() == 0;
+}
+
 // A head that acknowledges what it received (LogAck, as the real one does
 // once the bytes are in the job's log): only what was printed while no head
 // was there is sent to the restarted one.
@@ -461,7 +469,9 @@ TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   ASSERT_TRUE(agent.Start().ok());
   const WorkerId id{"r", 0, 0};
   ASSERT_TRUE(StartOneThenTwo(*head));
-  std::this_thread::sleep_for(500ms);  // the ack's way back (sent as the chunk arrives)
+  // The ack's way back (sent as the chunk arrives): "one" is acknowledged
+  // before the head goes, however slow the machine.
+  ASSERT_TRUE(WaitAllAcknowledged(agent));
   head->Shutdown();  // "two" is printed while there is no head
   std::this_thread::sleep_for(1s);
   EXPECT_FALSE(agent.connected());
@@ -503,7 +513,7 @@ TEST(AgentTest, LogChunksNotAcknowledgedAreSentAgain) {
     EXPECT_EQ(r.log_offsets.at(id), (std::vector<uint64_t>{0, 4}));
   });
   // Acknowledged now: a third head gets nothing of it again.
-  std::this_thread::sleep_for(200ms);
+  ASSERT_TRUE(WaitAllAcknowledged(agent));
   restarted->Shutdown();
   std::this_thread::sleep_for(500ms);
   auto third = StartHead(o);

@@ -235,6 +235,13 @@ class DirectoriesTest(EnvTestCase):
         self.assertTrue(os.path.isdir(ckpt))
         self.assertTrue(os.path.isdir(res))
 
+    def test_file_uris_become_paths(self):
+        res = os.path.join(self.tmp, "c", "results")
+        os.environ["COHORT_RESULTS_DIR"] = "file://" + res
+        self.assertEqual(cohort.results_dir(), res)
+        self.assertTrue(os.path.isdir(res))
+        self.assertFalse(os.path.exists("file:"))
+
 
 class CheckpointTest(EnvTestCase):
     def setUp(self):

@@ -128,15 +128,25 @@ TEST_F(FashionMnistE2E, ResumeFromCheckpointMatchesAnUninterruptedRun) {
   Proc first = Train(2, "first", "--epochs 1 " + ckpt);
   ASSERT_EQ(first.exit_code, 0) << first.output;
   ASSERT_TRUE(fs::exists(dir_ / "ckpt" / "checkpoint_000001" / "state.json"));
-  Proc resumed = Train(2, "resumed", "--epochs 2 --resume " + ckpt);
+  // Resume is the default whenever the checkpoint dir has a checkpoint.
+  Proc resumed = Train(2, "resumed", "--epochs 2 " + ckpt);
   ASSERT_EQ(resumed.exit_code, 0) << resumed.output;
-  EXPECT_NE(resumed.output.find("resuming from checkpoint after epoch 1"), std::string::npos) << resumed.output;
+  EXPECT_NE(resumed.output.find("resuming from checkpoint after epoch 1 (" + (dir_ / "ckpt").string() +
+                                "/checkpoint_000001"),
+            std::string::npos)
+      << resumed.output;
   EXPECT_EQ(resumed.output.find("epoch=1/2"), std::string::npos) << "epoch 1 ran again:\n" << resumed.output;
   EXPECT_NE(resumed.output.find("epoch=2/2"), std::string::npos) << resumed.output;
   auto metrics = ReadJson((dir_ / "resumed" / "metrics.json").string());
   ASSERT_TRUE(metrics.is_object());
   EXPECT_EQ(metrics["epochs"].size(), 2u);  // history carried over from the checkpoint
   EXPECT_LT(MaxParamDiff(Model("full"), Model("resumed")), 1e-6);
+  // --no-resume starts over, checkpoints or not.
+  Proc fresh = Train(2, "fresh", "--epochs 1 --no-resume " + ckpt);
+  ASSERT_EQ(fresh.exit_code, 0) << fresh.output;
+  EXPECT_EQ(fresh.output.find("resuming"), std::string::npos) << fresh.output;
+  EXPECT_NE(fresh.output.find("epoch=1/1"), std::string::npos) << fresh.output;
+  EXPECT_NE(Train(1, "both", "--epochs 1 --resume --no-resume " + ckpt).exit_code, 0);
 }
 
 TEST_F(FashionMnistE2E, BadInputFailsWithAClearMessage) {

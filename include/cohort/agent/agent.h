@@ -86,6 +86,11 @@ class Agent {
     std::chrono::milliseconds stop_grace{3000};
     // One working_dir package download.
     std::chrono::milliseconds package_timeout{std::chrono::minutes(10)};
+    // Where a worker of a job without a working_dir starts. Empty (a cluster
+    // node): its own scratch dir. `cohort run` sets the directory the user
+    // typed the command in, as torchrun and `cohort launch` do. Either way
+    // the scratch dir is in the worker's COHORT_SCRATCH_DIR.
+    std::string worker_cwd;
   };
 
   explicit Agent(Options options);
@@ -127,6 +132,9 @@ class Agent {
   bool connected() const;
   // Workers whose process is running.
   size_t num_running_workers() const;
+  // Log bytes sent to the head and not yet acknowledged by it (kept to be
+  // sent again after a reconnection).
+  size_t unacknowledged_log_bytes() const;
 
  private:
   class Impl;

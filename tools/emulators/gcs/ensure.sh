@@ -11,7 +11,9 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/../../npm_cache.sh"
 npm_cache_init gcs
-npm_cache_install "$here" firebase-tools/lib/emulator/storage/index.js firebase-tools/lib/emulator/registry.js
+# re2 (an optional dependency of firebase-tools' hosting server, unused by the
+# storage emulator) compiles C++ from source for minutes: skip optionals.
+NPM_INSTALL_FLAGS=--omit=optional npm_cache_install "$here" firebase-tools/lib/emulator/storage/index.js firebase-tools/lib/emulator/registry.js
 # The launcher must sit next to node_modules so require() finds firebase-tools.
 if ! cmp -s "$here/gcs-emu.js" "$cache/gcs-emu.js"; then
   cp "$here/gcs-emu.js" "$cache/gcs-emu.js.tmp.$$" && mv -f "$cache/gcs-emu.js.tmp.$$" "$cache/gcs-emu.js"
