@@ -20,13 +20,13 @@ build: configure
 	@scripts/step $(TIMINGS) --summary
 
 # The main job: the seed model (FashionMNIST MLP) as a 2-worker job on the
-# embedded cluster (a head and a local agent in one process). Checkpoints,
-# results (model.pt, metrics.json) and the job's reports land in build/run/.
+# embedded cluster (a head and a local agent in one process). The results
+# (model.pt, metrics.json) and checkpoints land in build/run/results/<job id>/,
+# the cluster's state (logs, reports) in build/run/state/.
 run: build
 	@rm -rf $(BUILD_DIR)/run
-	$(BUILD_DIR)/bin/cohort run --workers 2 --max-failures 2 --state-dir $(CURDIR)/$(BUILD_DIR)/run/state -- \
-	  $(CURDIR)/$(BUILD_DIR)/bin/fashion_mnist --resume \
-	  --checkpoint-dir $(CURDIR)/$(BUILD_DIR)/run/checkpoints --results-dir $(CURDIR)/$(BUILD_DIR)/run/results
+	$(BUILD_DIR)/bin/cohort run --workers 2 --max-failures 2 --state-dir $(CURDIR)/$(BUILD_DIR)/run/state \
+	  --results-dir $(BUILD_DIR)/run/results -- $(BUILD_DIR)/bin/fashion_mnist
 
 test: build
 	@scripts/step $(TIMINGS) npm-tools scripts/npm_tools

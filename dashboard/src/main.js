@@ -174,7 +174,10 @@ function overviewView() {
       stat('Nodes', `${alive.length} alive`, nodes.length - alive.length ? `${nodes.length - alive.length} dead` : 'none dead'),
       stat('CPUs in use', `${fmtNumber(sum('CPU', 'resources_used'))} / ${fmtNumber(sum('CPU', 'resources_total'))}`),
       stat('GPUs in use', `${fmtNumber(sum('GPU', 'resources_used'))} / ${fmtNumber(sum('GPU', 'resources_total'))}`),
-      stat('Memory in use', `${fmtBytes(sum('memory', 'resources_used'))} / ${fmtBytes(sum('memory', 'resources_total'))}`),
+      // What the machines really use (their agents' heartbeats), not what jobs reserved.
+      stat('Memory in use', `${fmtBytes(alive.reduce((a, n) => a + (n.memory_used_bytes || 0), 0))} / ` +
+        `${fmtBytes(sum('memory', 'resources_total'))}`, sum('memory', 'resources_used') ?
+        `${fmtBytes(sum('memory', 'resources_used'))} reserved by jobs` : ''),
       stat('Jobs', `${count('RUNNING')} running`, `${count('PENDING')} pending · ${jobs.length} in all`));
 
     const rows = nodes.map((n) => {
@@ -185,7 +188,8 @@ function overviewView() {
         h('td', {}, badge(n.state)),
         resourceCell(n.resources_total, n.resources_used, 'CPU'),
         resourceCell(n.resources_total, n.resources_used, 'GPU'),
-        resourceCell(n.resources_total, n.resources_used, 'memory', fmtBytes),
+        // Memory: what the machine uses now (heartbeats), against its total.
+        resourceCell(n.resources_total, { memory: n.memory_used_bytes || 0 }, 'memory', fmtBytes),
         h('td', { class: 'small' }, others.map((k) => h('div', {}, `${k} ${fmtNumber(n.resources_used?.[k] || 0)} / ${fmtNumber(n.resources_total[k])}`))),
         h('td', { title: fmtDateTime(n.last_heartbeat_ms) }, fmtAgo(n.last_heartbeat_ms)));
     });
@@ -402,6 +406,7 @@ function jobView(id) {
       ['Started', fmtDateTime(job.start_time)],
       ['Duration', fmtDuration(jobDuration(job)) + (terminal ? '' : ' (running)')],
       ['Workers', `${workersOf(job)}${job.scaling ? ` × ${JSON.stringify(job.scaling.resources_per_worker)}, ${job.scaling.placement_strategy}` : ''}`],
+      terminal ? null : ['Memory in use', `${fmtBytes(job.memory_rss_bytes || 0)} (the running workers' resident memory)`],
       ['Attempt', `${job.attempt ?? 0} (${job.attempt ? `${job.attempt} restart${job.attempt === 1 ? '' : 's'}` : 'no restarts'}` +
         `${maxFailures !== undefined ? `; max_failures ${maxFailures === -1 ? 'unlimited' : maxFailures}` : ''})`],
     ]));

@@ -169,6 +169,34 @@ Result<std::string> LocalAddressToward(const std::string& head_address) {
   return found;
 }
 
+std::map<int64_t, int64_t> ProcessGroupRss(const std::set<int64_t>& pgids) {
+  std::map<int64_t, int64_t> rss;
+  if (pgids.empty()) return rss;
+  DIR* proc = ::opendir("/proc");
+  if (proc == nullptr) return rss;
+  const long page = ::sysconf(_SC_PAGE_SIZE);
+  while (dirent* e = ::readdir(proc)) {
+    if (e->d_name[0] < '1' || e->d_name[0] > '9') continue;
+    std::ifstream in(std::string("/proc/") + e->d_name + "/stat");
+    std::string stat;
+    if (!std::getline(in, stat)) continue;  // exited meanwhile
+    // "pid (comm) state ppid pgrp ... rss ...": comm may hold spaces and
+    // parentheses, so fields are counted after the last ')'.
+    const size_t close = stat.rfind(')');
+    if (close == std::string::npos) continue;
+    std::istringstream fields(stat.substr(close + 1));
+    std::string field;
+    int64_t pgrp = -1, pages = 0;
+    for (int i = 0; fields >> field && i <= 21; ++i) {
+      if (i == 2) pgrp = std::atoll(field.c_str());                 // pgrp
+      if (i == 21) pages = std::atoll(field.c_str());               // rss, in pages
+    }
+    if (pgids.count(pgrp) != 0 && pages > 0) rss[pgrp] += pages * page;
+  }
+  ::closedir(proc);
+  return rss;
+}
+
 std::string Hostname() {
   char buf[256] = {0};
   if (::gethostname(buf, sizeof(buf) - 1) != 0) return "unknown";

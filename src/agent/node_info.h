@@ -6,6 +6,7 @@
 #pragma once
 
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -35,6 +36,11 @@ Result<std::string> InterfaceWithAddress(const std::string& address);
 void AddSocketInterfaceEnv(const std::string& iface, std::map<std::string, std::string>* env);
 
 std::string Hostname();
+
+// Resident memory of the processes in each of the process groups `pgids`,
+// summed per group, from /proc/<pid>/stat (one pass over /proc). Groups with
+// no process readable are absent.
+std::map<int64_t, int64_t> ProcessGroupRss(const std::set<int64_t>& pgids);
 
 // The device names for GPU indices `gpu_ids` (StartWorker.gpu_ids), joined
 // with ',' for CUDA_VISIBLE_DEVICES: the agent's own devices when it has a

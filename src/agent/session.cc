@@ -20,6 +20,8 @@
 #include "agent_impl.h"
 #include "cohort/common/atomic_file.h"
 #include "cohort/common/logging.h"
+#include "cohort/common/prometheus.h"
+#include "node_info.h"
 
 namespace cohort::agent {
 namespace {
@@ -268,7 +270,18 @@ rpc::AgentMessage Agent::Impl::BuildHeartbeat() const {
   hb->set_time_ms(UnixMillis());
   SupervisorSnapshot snapshot = supervisor_->Snapshot();
   for (const auto& [name, amount] : snapshot.used) (*hb->mutable_resources_used())[name] = amount;
-  for (rpc::RunningWorker& w : snapshot.workers) *hb->add_running_workers() = std::move(w);
+  // What the workers really use: each leads its own process group.
+  std::set<int64_t> groups;
+  for (const rpc::RunningWorker& w : snapshot.workers)
+    if (w.pid() > 0) groups.insert(w.pid());
+  const std::map<int64_t, int64_t> rss = ProcessGroupRss(groups);
+  for (rpc::RunningWorker& w : snapshot.workers) {
+    if (auto it = rss.find(w.pid()); it != rss.end()) w.set_rss_bytes(it->second);
+    *hb->add_running_workers() = std::move(w);
+  }
+  const prom::HostMemory mem = prom::ReadHostMemory();
+  if (mem.total_bytes > mem.available_bytes)
+    hb->set_memory_used_bytes(static_cast<int64_t>(mem.total_bytes - mem.available_bytes));
   return msg;
 }
 

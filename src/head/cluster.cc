@@ -75,7 +75,11 @@ void Cluster::OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg
     case rpc::AgentMessage::kWorkerExited: jobs_.OnWorkerExited(node_id, msg.worker_exited()); break;
     case rpc::AgentMessage::kLog: jobs_.OnLog(node_id, msg.log()); break;
     case rpc::AgentMessage::kMetrics: jobs_.OnMetrics(node_id, msg.metrics()); break;
-    default: break;  // heartbeats only refresh last_seen
+    case rpc::AgentMessage::kHeartbeat:
+      node->memory_used_bytes = std::max<int64_t>(0, msg.heartbeat().memory_used_bytes());
+      jobs_.OnHeartbeat(node_id, msg.heartbeat());
+      break;
+    default: break;
   }
 }
 

@@ -45,6 +45,11 @@ void Cluster::WritePrometheus(prom::Writer& w) {
       }
     }
   }
+  if (w.Family("cohort_node_memory_used_bytes", Type::kGauge,
+               "Memory in use on each node's machine (MemTotal - MemAvailable), from its agent's heartbeats.")) {
+    for (const auto& [id, node] : nodes_.nodes())
+      if (node.alive) w.Sample({{"node", id}}, static_cast<double>(node.memory_used_bytes));
+  }
   if (w.Family("cohort_node_last_heartbeat_timestamp_seconds", Type::kGauge,
                "When the head last heard from each node's agent (unix time).")) {
     for (const auto& [id, node] : nodes_.nodes())
@@ -70,6 +75,16 @@ void JobManager::WritePrometheus(prom::Writer& w) const {
     const jobs::Resources per = spec.scaling ? spec.scaling->resources_per_worker : spec.entrypoint_resources.ToDemand();
     pending_bundles += static_cast<size_t>(n);
     for (int i = 0; i < n; ++i) pending_resources.Add(per);
+  }
+  if (w.Family("cohort_job_memory_rss_bytes", Type::kGauge,
+               "Resident memory of each running job's workers, summed (from the agents' heartbeats).")) {
+    for (const auto& [id, job] : jobs_) {
+      if (job.record.status != JobStatus::kRunning) continue;
+      int64_t rss = 0;
+      for (const Worker& wk : job.workers)
+        if (wk.live) rss += wk.rss_bytes;
+      w.Sample({{"job", id}}, static_cast<double>(rss));
+    }
   }
   if (w.Family("cohort_jobs", Type::kGauge, "Jobs the head holds, by status.")) {
     for (JobStatus st : {JobStatus::kPending, JobStatus::kRunning, JobStatus::kStopped, JobStatus::kSucceeded,

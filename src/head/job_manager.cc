@@ -249,6 +249,17 @@ void JobManager::OnWorkerStarted(const std::string& node_id, const rpc::WorkerSt
   Persist(*job);
 }
 
+void JobManager::OnHeartbeat(const std::string& node_id, const rpc::Heartbeat& hb) {
+  for (const rpc::RunningWorker& w : hb.running_workers()) {
+    Job* job = Find(w.job_id());
+    if (job == nullptr || w.attempt() != job->record.attempt || w.rank() < 0 ||
+        w.rank() >= static_cast<int>(job->workers.size()))
+      continue;
+    Worker& worker = job->workers[w.rank()];
+    if (worker.node_id == node_id) worker.rss_bytes = std::max<int64_t>(0, w.rss_bytes());
+  }
+}
+
 void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExited& m) {
   Job* job = Find(m.job_id());
   if (job == nullptr || m.attempt() != job->record.attempt || m.rank() < 0 ||
@@ -843,6 +854,11 @@ JobManager::json JobManager::DetailsOf(const Job& job, bool admin) const {
   d["results"] = results != job.record.internal.end() ? *results : json();
   d["checkpoint_dir"] = job.checkpoint_dir;
   d["results_dir"] = job.results_dir;
+  // Resident memory of the running workers (from the agents' heartbeats).
+  int64_t rss = 0;
+  for (const Worker& w : job.workers)
+    if (w.live) rss += w.rss_bytes;
+  d["memory_rss_bytes"] = rss;
   if (!admin)
     if (auto re = d.find("runtime_env"); re != d.end() && re->is_object())
       if (auto ev = re->find("env_vars"); ev != re->end() && ev->is_object())
@@ -913,6 +929,8 @@ JobManager::json JobManager::ClusterStatus() {
                      {"is_head_node", s.is_head},
                      {"resources_total", s.total.ToJson()},
                      {"resources_used", s.used.ToJson()},
+                     // the machine's memory in use, as its agent last reported it
+                     {"memory_used_bytes", n ? n->memory_used_bytes : 0},
                      {"last_heartbeat_ms", n ? n->last_seen_ms : 0}});
   }
   json pending = json::array();

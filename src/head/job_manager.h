@@ -91,6 +91,8 @@ class JobManager {
   // After `node` registered: re-attach the workers it still runs; stop the
   // ones nobody wants.
   void OnRegistered(const Node& node, const rpc::Register& reg);
+  // A heartbeat: the resident memory of the node's running workers.
+  void OnHeartbeat(const std::string& node_id, const rpc::Heartbeat& hb);
   void OnWorkerStarted(const std::string& node_id, const rpc::WorkerStarted& m);
   void OnWorkerExited(const std::string& node_id, const rpc::WorkerExited& m);
   void OnLog(const std::string& node_id, const rpc::LogChunk& m);
@@ -115,6 +117,7 @@ class JobManager {
     bool exited = false;
     int exit_code = 0;
     int signal = 0;
+    int64_t rss_bytes = 0;     // resident memory of its process group, from heartbeats
   };
   struct Job {
     jobs::JobRecord record;

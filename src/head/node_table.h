@@ -34,6 +34,7 @@ struct Node {
   Clock::Steady::time_point last_seen;
   int64_t first_seen_ms = 0;
   int64_t last_seen_ms = 0;
+  int64_t memory_used_bytes = 0;  // the machine's, from the last heartbeat
   std::shared_ptr<rpc::AgentSession> session;  // null while disconnected
 };
 

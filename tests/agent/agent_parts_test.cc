@@ -2,10 +2,13 @@
 // GPU mapping, the local address toward the head, and the head-side
 // registration checks (src/net/rpc/head_server.h).
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <chrono>
+#include <map>
 #include <string>
 #include <thread>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -145,6 +148,17 @@ TEST(NodeInfoTest, CudaVisibleDevicesMapsIndices) {
   EXPECT_EQ(CudaVisibleDevicesFor({0, 1}, {"4", "5"}), "4,5");
   EXPECT_EQ(CudaVisibleDevicesFor({1}, {"4", "5"}), "5");
   EXPECT_EQ(CudaVisibleDevicesFor({2, 3}, {}), "2,3");  // no names: the index
+}
+
+TEST(NodeInfoTest, ProcessGroupRssSumsTheGroupsResidentMemory) {
+  const int64_t mine = ::getpgrp();
+  std::vector<char> touched(32 << 20, 1);  // 32 MiB resident in this process
+  const std::map<int64_t, int64_t> rss = ProcessGroupRss({mine, 999999999});
+  ASSERT_EQ(rss.count(mine), 1u);
+  EXPECT_GE(rss.at(mine), int64_t{32} << 20);
+  EXPECT_EQ(rss.count(999999999), 0u);  // no such group
+  EXPECT_TRUE(ProcessGroupRss({}).empty());
+  EXPECT_EQ(touched[12345], 1);
 }
 
 TEST(NodeInfoTest, LocalAddressTowardLoopback) {

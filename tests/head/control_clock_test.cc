@@ -76,6 +76,40 @@ TEST_F(ControlClockTest, ASilentNodeGetsNoNewWorkUntilItSpeaksAgain) {
   EXPECT_EQ(Details(id)["status"], "RUNNING");
 }
 
+// Heartbeats carry what the machine and each worker really use: the node
+// table and the job show it (the dashboard's "memory in use").
+TEST_F(ControlClockTest, HeartbeatsCarryTheMemoryInUse) {
+  auto a = Join("node-a", 2);
+  auto b = Join("node-b", 2);
+  const std::string id = Submit({{"entrypoint", "train"},
+                                 {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"CPU", 1}}}}}});
+  ASSERT_EQ(Details(id)["status"], "RUNNING");
+  const std::string node = Details(id)["workers"][0]["node_id"];
+  FakeSession& runs = node == "node-a" ? *a : *b;
+  FakeSession& other = node == "node-a" ? *b : *a;
+  auto beat = [&](FakeSession& s, int64_t used, std::vector<std::pair<int, int64_t>> workers) {
+    rpc::AgentMessage m;
+    m.mutable_heartbeat()->set_memory_used_bytes(used);
+    for (auto [rank, rss] : workers) {
+      rpc::RunningWorker* w = m.mutable_heartbeat()->add_running_workers();
+      w->set_job_id(id);
+      w->set_attempt(0);
+      w->set_rank(rank);
+      w->set_pid(100 + rank);
+      w->set_rss_bytes(rss);
+    }
+    cluster_->OnMessage(s, m);
+  };
+  EXPECT_EQ(Details(id)["memory_rss_bytes"], 0);
+  beat(runs, int64_t{3} << 30, {{0, 100 << 20}, {1, 50 << 20}});
+  // A node claiming ranks that run elsewhere is not believed.
+  beat(other, int64_t{1} << 30, {{0, int64_t{1} << 40}});
+  EXPECT_EQ(Details(id)["memory_rss_bytes"], int64_t{150} << 20);
+  const json nodes = Nodes();
+  for (const json& n : nodes)
+    EXPECT_EQ(n["memory_used_bytes"], n["node_id"] == node ? int64_t{3} << 30 : int64_t{1} << 30) << n.dump();
+}
+
 TEST_F(ControlClockTest, WorkersThatDoNotReattachAfterAHeadRestartFailTheAttempt) {
   auto a = Join("node-a", 2);
   const std::string id = Submit({{"entrypoint", "sleep 60"}});
