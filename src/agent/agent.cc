@@ -71,6 +71,7 @@ Resources Agent::resources() const { return impl_->resources(); }
 bool Agent::connected() const { return impl_->connected(); }
 size_t Agent::num_running_workers() const { return impl_->num_running_workers(); }
 size_t Agent::unacknowledged_log_bytes() const { return impl_->unacknowledged_log_bytes(); }
+size_t Agent::acknowledged_log_bytes() const { return impl_->acknowledged_log_bytes(); }
 
 Agent::Impl::Impl(Options options)
     : options_(std::move(options)), outbox_(options_.max_buffered_bytes) {

@@ -53,6 +53,7 @@ class Agent::Impl {
   bool connected() const;
   size_t num_running_workers() const;
   size_t unacknowledged_log_bytes() const { return outbox_.unacked_bytes(); }
+  size_t acknowledged_log_bytes() const { return outbox_.acked_bytes(); }
 
  private:
   struct PrepItem {

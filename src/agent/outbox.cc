@@ -119,6 +119,7 @@ void Outbox::Ack(const rpc::LogAck& ack) {
     std::deque<SentChunk>& chunks = it->second;
     while (!chunks.empty() && chunks.front().msg.log().offset() + chunks.front().bytes <= mark.offset()) {
       unacked_bytes_ -= chunks.front().bytes;
+      acked_bytes_ += chunks.front().bytes;
       chunks.pop_front();
     }
     if (chunks.empty()) unacked_.erase(it);
@@ -141,6 +142,11 @@ void Outbox::Requeue() {
   unacked_bytes_ = 0;
   TrimLocked();
   cv_.notify_all();
+}
+
+size_t Outbox::acked_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return acked_bytes_;
 }
 
 size_t Outbox::unacked_bytes() const {

@@ -62,6 +62,8 @@ class Outbox {
   void Requeue();
   static constexpr size_t kMaxUnackedBytes = size_t{16} << 20;
   size_t unacked_bytes() const;
+  // Log bytes acknowledged by the head, in all (for tests and diagnostics).
+  size_t acked_bytes() const;
 
   size_t size() const;
   // Droppable messages dropped for lack of room so far.
@@ -97,6 +99,7 @@ class Outbox {
   using WorkerKey = std::tuple<std::string, int32_t, int32_t>;  // job, attempt, rank
   std::map<WorkerKey, std::deque<SentChunk>> unacked_;         // GUARDED_BY(mu_)
   size_t unacked_bytes_ = 0;                                    // GUARDED_BY(mu_)
+  size_t acked_bytes_ = 0;                                      // GUARDED_BY(mu_)
   uint64_t sent_seq_ = 0;                                       // GUARDED_BY(mu_)
 };
 

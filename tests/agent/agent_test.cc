@@ -448,12 +448,15 @@ bool StartOneThenTwo(FakeHead& head) {
   return head.Wait([&](const Record& r) { return r.logs.count(id) != 0 && r.logs.at(id) == "one\n"; });
 }
 
-// Whether the head acknowledged every log byte the agent sent, within 10 s.
-bool WaitAllAcknowledged(const Agent& agent) {
+// Whether the head acknowledged at least `bytes` log bytes in all, and
+// nothing sent is waiting for an acknowledgement, within 10 s. (Waiting for
+// the unacknowledged count alone races: the head can hold a chunk before the
+// agent has recorded it as sent.)
+bool WaitAcknowledged(const Agent& agent, size_t bytes) {
   const auto until = std::chrono::steady_clock::now() + 10s;
-  while (agent.unacknowledged_log_bytes() > 0 && std::chrono::steady_clock::now() < until)
-    std::this_thread::sleep_for(10ms);
-  return agent.unacknowledged_log_bytes() == 0;
+  auto done = [&] { return agent.acknowledged_log_bytes() >= bytes && agent.unacknowledged_log_bytes() == 0; };
+  while (!done() && std::chrono::steady_clock::now() < until) std::this_thread::sleep_for(10ms);
+  return done();
 }
 
 // A head that acknowledges what it received (LogAck, as the real one does
@@ -471,7 +474,7 @@ TEST(AgentTest, HeadRestartResendsWhatWasQueued) {
   ASSERT_TRUE(StartOneThenTwo(*head));
   // The ack's way back (sent as the chunk arrives): "one" is acknowledged
   // before the head goes, however slow the machine.
-  ASSERT_TRUE(WaitAllAcknowledged(agent));
+  ASSERT_TRUE(WaitAcknowledged(agent, 4));  // "one\n"
   head->Shutdown();  // "two" is printed while there is no head
   std::this_thread::sleep_for(1s);
   EXPECT_FALSE(agent.connected());
@@ -513,7 +516,7 @@ TEST(AgentTest, LogChunksNotAcknowledgedAreSentAgain) {
     EXPECT_EQ(r.log_offsets.at(id), (std::vector<uint64_t>{0, 4}));
   });
   // Acknowledged now: a third head gets nothing of it again.
-  ASSERT_TRUE(WaitAllAcknowledged(agent));
+  ASSERT_TRUE(WaitAcknowledged(agent, 8));  // "one\ntwo\n", sent again
   restarted->Shutdown();
   std::this_thread::sleep_for(500ms);
   auto third = StartHead(o);

@@ -135,6 +135,8 @@ class Agent {
   // Log bytes sent to the head and not yet acknowledged by it (kept to be
   // sent again after a reconnection).
   size_t unacknowledged_log_bytes() const;
+  // Log bytes the head acknowledged since Start(), in all.
+  size_t acknowledged_log_bytes() const;
 
  private:
   class Impl;
