@@ -70,6 +70,8 @@ start_cluster() {
   local agents="$1" i
   "$TB" up $((agents + 1)) "$RATE"
   HEAD_ADDR="$("$TB" addr 0)"
+  # The log exists before it is polled: the background job opens it later.
+  : >"$STATE/head.log"
   on 0 "$COHORT" start --head --block --host "$HEAD_ADDR" --port 0 --dashboard-port 0 \
     --state-dir "$STATE/head" >"$STATE/head.log" 2>&1 &
   API_PORT="" AGENT_PORT=""
