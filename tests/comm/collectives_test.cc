@@ -324,6 +324,8 @@ TEST(TcpStreams, RanksWithDifferentCountsFailNamingTheVariable) {
   auto store = NewMemoryStore();
   Status results[2];
   std::thread ranks[2];
+  // Capture before any rank runs: rank 0 logs the refusal as soon as rank 1 connects.
+  ::testing::internal::CaptureStderr();
   for (int r = 0; r < 2; ++r) {
     ranks[r] = std::thread([&, r] {
       Options o = SmallOptions(TransportKind::kTcp);
@@ -333,7 +335,6 @@ TEST(TcpStreams, RanksWithDifferentCountsFailNamingTheVariable) {
       results[r] = c.ok() ? Status::Ok() : c.status();
     });
   }
-  ::testing::internal::CaptureStderr();
   for (auto& t : ranks) t.join();
   const std::string log = ::testing::internal::GetCapturedStderr();
   EXPECT_FALSE(results[0].ok());
