@@ -20,6 +20,9 @@ void Outbox::Push(rpc::AgentMessage msg) {
   if (msg.has_worker_exited()) {
     recent_exits_.push_back(msg.worker_exited());
     while (recent_exits_.size() > kMaxRecentExits) recent_exits_.pop_front();
+    // Only the newest keep their results listings: bounds a re-registration.
+    if (recent_exits_.size() > kRecentExitsWithResults)
+      recent_exits_[recent_exits_.size() - 1 - kRecentExitsWithResults].clear_results();
   }
   Entry e = MakeEntry(std::move(msg));
   if (e.droppable) droppable_bytes_ += e.bytes;

@@ -72,6 +72,8 @@ class Outbox {
   // again at every registration, so an exit the head never received is not
   // lost when its stream or the head dies.
   static constexpr size_t kMaxRecentExits = 1024;
+  // Of those, the newest this many keep WorkerExited.results.
+  static constexpr size_t kRecentExitsWithResults = 32;
   std::vector<rpc::WorkerExited> RecentExits() const;
 
  private:

@@ -29,6 +29,7 @@
 
 #include "cohort/common/deadline.h"
 #include "cohort/common/logging.h"
+#include "results_listing.h"
 #include "spawn.h"
 
 namespace cohort::agent {
@@ -96,6 +97,7 @@ struct Supervisor::Worker {
   bool exit_seen = false;  // the pidfd fired
   std::string prefix;  // "" or "[rank R] "
   Resources resources;
+  std::string results_dir;  // its COHORT_RESULTS_DIR when a local path (listed at exit)
   Stream out;
   Stream err;
   int log_file_fd = -1;  // <scratch>/output.log
@@ -454,6 +456,9 @@ void Supervisor::DoSpawn(SpawnRequest req) {
   auto w = std::make_unique<Worker>();
   w->key = req.key;
   w->resources = req.resources;
+  if (auto it = req.env.find("COHORT_RESULTS_DIR"); it != req.env.end() && !it->second.empty() &&
+      it->second[0] == '/')
+    w->results_dir = it->second;
   if (req.prefix_lines) w->prefix = "[rank " + std::to_string(req.key.rank) + "] ";
   std::string log_path = req.scratch_dir + "/output.log";
   w->log_file_fd = ::open(log_path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
@@ -768,7 +773,9 @@ rpc::AgentMessage Supervisor::Finalize(Worker& w, int wait_status) {
   }
   if (w.stopping) how += " after the head stopped it";
   COHORT_LOG(INFO) << "agent: worker " << w.key.ToString() << " pid=" << w.pid << " " << how;
-  return ExitedMessage(w.key, exit_code, signal, how);
+  rpc::AgentMessage msg = ExitedMessage(w.key, exit_code, signal, how);
+  if (!w.results_dir.empty()) *msg.mutable_worker_exited()->mutable_results() = ListLocalResults(w.results_dir);
+  return msg;
 }
 
 }  // namespace cohort::agent

@@ -885,6 +885,83 @@ std::string FormatAmount(double v) {
   return buf;
 }
 
+namespace {
+
+// A name from a job, safe to print on a terminal: as-is when printable,
+// else as a JSON string (escapes control characters).
+std::string PrintableName(const std::string& name) {
+  for (unsigned char c : name)
+    if (c < 0x20 || c == 0x7f) return Json(name).dump(-1, ' ', false, Json::error_handler_t::replace);
+  return name;
+}
+
+}  // namespace
+
+std::string FormatJobResults(const std::string& id, const Json& d) {
+  const std::string status = StringField(d, "status");
+  const std::string uri = StringField(d, "results_uri");
+  std::string out;
+  if (!uri.empty()) {
+    auto listing = d.find("results");
+    if (listing == d.end() || !listing->is_array() || listing->empty()) {
+      out = "Job " + id + " (" + status + "): results go to " + PrintableName(uri) + "; ";
+      out += IsTerminalStatus(status) ? "none were verified there (see `cohort job status " + id + "`)\n"
+                                      : "they are listed here once the job has succeeded\n";
+      return out;
+    }
+    double total = 0;
+    std::vector<std::vector<std::string>> rows = {{"OBJECT", "SIZE", "CRC32C"}};
+    for (const Json& o : *listing) {
+      const double size = NumberField(o, "size_bytes");
+      total += size;
+      rows.push_back({PrintableName(StringField(o, "uri")), FormatBytes(size), StringField(o, "crc32c")});
+    }
+    out = "Job " + id + " (" + status + "): " + std::to_string(listing->size()) + " object(s), " +
+          FormatBytes(total) + ", in " + PrintableName(uri) + "\n";
+    out += FormatTable(rows);
+    return out;
+  }
+  auto nodes = d.find("node_results");
+  size_t with_files = 0;
+  if (nodes != d.end() && nodes->is_array())
+    for (const Json& n : *nodes) with_files += NumberField(n, "file_count") > 0 ? 1 : 0;
+  if (with_files == 0) {
+    const std::string dir = StringField(d, "results_dir");
+    out = "Job " + id + " (" + status + "): no results ";
+    out += IsTerminalStatus(status) ? "were left" : "yet";
+    out += dir.empty() ? "" : " in " + PrintableName(dir);
+    out += " (results are listed when a worker exits)\n";
+    return out;
+  }
+  out = "Job " + id + " (" + status + "): results are on " + std::to_string(with_files) +
+        " node(s); the job has no results_uri\n";
+  for (const Json& n : *nodes) {
+    const double count = NumberField(n, "file_count");
+    if (count <= 0) continue;
+    const std::string address = StringField(n, "node_address");
+    out += "\nnode " + PrintableName(StringField(n, "node_id")) +
+           (address.empty() ? "" : " (" + PrintableName(address) + ")") + ": " +
+           PrintableName(StringField(n, "dir")) + ", " + FormatAmount(count) + " file(s), " +
+           FormatBytes(NumberField(n, "total_bytes")) + "\n";
+    std::vector<std::vector<std::string>> rows = {{"  FILE", "SIZE"}};
+    size_t listed = 0;
+    if (auto files = n.find("files"); files != n.end() && files->is_array())
+      for (const Json& f : *files) {
+        rows.push_back({"  " + PrintableName(StringField(f, "path")), FormatBytes(NumberField(f, "size_bytes"))});
+        ++listed;
+      }
+    out += FormatTable(rows);
+    if (static_cast<double>(listed) < count)
+      out += "  ... and " + FormatAmount(count - static_cast<double>(listed)) + " more\n";
+    if (auto t = n.find("truncated"); t != n.end() && t->is_boolean() && t->get<bool>())
+      out += "  (the directory has too many entries; not all were counted)\n";
+  }
+  if (with_files > 1)
+    out += "\nThe results are spread over several nodes. Submit with --results-uri gs://BUCKET/PATH "
+           "(or s3://, file:// on shared storage) to gather them in one place.\n";
+  return out;
+}
+
 std::string FormatBytes(double bytes) {
   static const char* kUnits[] = {"B", "KiB", "MiB", "GiB", "TiB", "PiB"};
   int unit = 0;

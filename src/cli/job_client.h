@@ -223,6 +223,14 @@ Result<FollowResult> FollowJob(JobClient& client, const std::string& id, Progres
 std::string FinalStatusLine(const std::string& id, const std::string& status,
                             const std::string& message);
 
+// What `cohort job results ID` prints for a job's details (GET /api/jobs/ID):
+// the objects in its results_uri with sizes and CRC32C once verified; else
+// what each node listed in its local results directory (and that a job on
+// several nodes needs a results_uri to gather them); else why there is
+// nothing yet. Text from the job (file names) is printed as JSON strings
+// when it holds control characters.
+std::string FormatJobResults(const std::string& id, const Json& details);
+
 // --- text helpers shared by the job and status commands ---------------------
 
 // Rows as left-aligned columns two spaces apart (the first row is the header).

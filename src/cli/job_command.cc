@@ -1,4 +1,4 @@
-// `cohort job submit|logs|status|stop|list|delete|metrics`: the Ray-style job
+// `cohort job submit|logs|status|stop|list|delete|metrics|results`: the Ray-style job
 // CLI over the head's HTTP API (docs/api.md), through cli/job_client.h.
 //
 // `submit` packages and uploads a local working directory, submits, and
@@ -202,6 +202,21 @@ int RunSubmit(CLI::App* sub, SubmitFlags& f, const Passthrough& passthrough) {
     return kExitInterrupted;
   }
   std::printf("%s\n", FinalStatusLine(*id, result->status, result->message).c_str());
+  if (result->status == "SUCCEEDED") {
+    // Where its results are, in one line.
+    Result<Json> d = client.Get(*id);
+    size_t files = 0, nodes = 0;
+    if (d.ok())
+      if (auto n = d->find("node_results"); n != d->end() && n->is_array())
+        for (const Json& entry : *n)
+          if (const double count = NumberField(entry, "file_count"); count > 0) {
+            files += static_cast<size_t>(count);
+            ++nodes;
+          }
+    if (nodes > 0)
+      std::printf("results: %zu file(s) on %zu node(s) (list them: cohort job results %s%s)\n", files, nodes,
+                  id->c_str(), addr.c_str());
+  }
   std::fflush(stdout);
   return result->status == "SUCCEEDED" ? 0 : 1;
 }
@@ -388,6 +403,22 @@ int RunMetrics(const IdFlags& f) {
   return 0;
 }
 
+int RunResults(const IdFlags& f) {
+  JobClient client = MakeClient(f.conn);
+  Result<Json> d = client.Get(f.id);
+  if (!d.ok()) return Fail("results", d.status());
+  if (f.json) {
+    Json out = Json::object();
+    for (const char* key : {"submission_id", "status", "results_uri", "results_dir", "results", "node_results"})
+      if (auto it = d->find(key); it != d->end()) out[key] = *it;
+    std::printf("%s\n", out.dump(2, ' ', false, Json::error_handler_t::replace).c_str());
+    return 0;
+  }
+  const std::string text = FormatJobResults(f.id, *d);
+  std::fwrite(text.data(), 1, text.size(), stdout);
+  return 0;
+}
+
 int RunList(const ConnFlags& conn, bool json) {
   JobClient client = MakeClient(conn);
   Result<Json> jobs = client.List();
@@ -454,6 +485,13 @@ Command AddJobCommand(CLI::App& root) {
                                    metrics_flags.get());
   metrics->add_option("--since", metrics_flags->since, "Skip the first N reports");
 
+  auto results_flags = std::make_shared<IdFlags>();
+  CLI::App* results = AddIdCommand(
+      job, "results",
+      "List a job's results: the objects in its results URI, or what each node holds when it has none",
+      results_flags.get());
+  results->add_flag("--json", results_flags->json, "Print them as JSON");
+
   auto list_conn = std::make_shared<ConnFlags>();
   auto list_json = std::make_shared<bool>(false);
   CLI::App* list = job->add_subcommand("list", "List the cluster's jobs");
@@ -466,7 +504,7 @@ Command AddJobCommand(CLI::App& root) {
         const std::pair<CLI::App*, ConnFlags*> conns[] = {
             {submit, &submit_flags->conn}, {logs, &logs_flags->conn},     {status, &status_flags->conn},
             {stop, &stop_flags->conn},     {del, &delete_flags->conn},    {metrics, &metrics_flags->conn},
-            {list, list_conn.get()}};
+            {results, &results_flags->conn}, {list, list_conn.get()}};
         for (const auto& [app, conn] : conns) {
           if (!app->parsed()) continue;
           auto token = ResolveTokenFlags(conn->token, conn->token_file);
@@ -489,6 +527,9 @@ Command AddJobCommand(CLI::App& root) {
         if (metrics->parsed()) {
           return RejectPassthrough("metrics", passthrough) ? kExitUsage
                                                            : RunMetrics(*metrics_flags);
+        }
+        if (results->parsed()) {
+          return RejectPassthrough("results", passthrough) ? kExitUsage : RunResults(*results_flags);
         }
         if (list->parsed()) {
           return RejectPassthrough("list", passthrough) ? kExitUsage

@@ -272,6 +272,7 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
     return;
   }
   if (w.exited) return;  // repeated after a reconnect
+  if (m.has_results() && job->record.spec.results_uri.empty()) RecordLocalResults(*job, node_id, m.results());
   const int signal = std::clamp(m.signal(), 0, 127);
   w.exited = true;
   w.live = false;
@@ -329,6 +330,29 @@ void JobManager::OnWorkerExited(const std::string& node_id, const rpc::WorkerExi
   if (!st.ok()) COHORT_LOG(ERROR) << st.ToString();
   Persist(*job, "SUCCEEDED");
   COHORT_LOG(INFO) << "job=" << m.job_id() << " succeeded";
+}
+
+void JobManager::RecordLocalResults(Job& job, const std::string& node_id, const rpc::LocalResults& results) {
+  // From an agent: bounded and made valid UTF-8 before it is stored.
+  constexpr int kMaxFiles = 64;
+  constexpr size_t kMaxText = 1024;
+  auto text = [](const std::string& s) { return SanitizeUtf8(std::string_view(s).substr(0, kMaxText)); };
+  json files = json::array();
+  for (int i = 0; i < results.files_size() && i < kMaxFiles; ++i)
+    files.push_back({{"path", text(results.files(i).path())}, {"size_bytes", results.files(i).size_bytes()}});
+  const Node* node = d_.nodes->Find(node_id);
+  json entry = {{"node_id", node_id},
+                {"node_address", node != nullptr ? node->address : ""},
+                {"dir", text(results.dir())},
+                {"files", std::move(files)},
+                {"file_count", results.file_count()},
+                {"total_bytes", results.total_bytes()},
+                {"truncated", results.truncated()},
+                {"attempt", job.record.attempt},
+                {"listed_at_ms", d_.clock->WallMs()}};
+  json& all = job.record.internal["node_results"];
+  if (!all.is_object()) all = json::object();
+  all[node_id] = std::move(entry);
 }
 
 std::vector<scheduler::NodeSnapshot> JobManager::Schedulable() {
@@ -854,6 +878,11 @@ JobManager::json JobManager::DetailsOf(const Job& job, bool admin) const {
   d["results"] = results != job.record.internal.end() ? *results : json();
   d["checkpoint_dir"] = job.checkpoint_dir;
   d["results_dir"] = job.results_dir;
+  // Results left on the nodes (no results_uri): what each node listed after its last worker exit.
+  json node_results = json::array();
+  if (auto it = job.record.internal.find("node_results"); it != job.record.internal.end() && it->is_object())
+    for (const auto& [node, entry] : it->items()) node_results.push_back(entry);
+  d["node_results"] = std::move(node_results);
   // Resident memory of the running workers (from the agents' heartbeats).
   int64_t rss = 0;
   for (const Worker& w : job.workers)

@@ -131,6 +131,8 @@ class JobManager {
     uint64_t seq = 0;  // submission order (recovery keeps the stored order)
   };
 
+  // Stores what node_id listed in the job's local results directory.
+  void RecordLocalResults(Job& job, const std::string& node_id, const rpc::LocalResults& results);
   Job* Find(const std::string& id);
   const Job* Find(const std::string& id) const;
   // The RUNNING jobs, taken from placed_ (a copy: callers may change states).

@@ -1,10 +1,13 @@
 // Pieces of the agent without a head: the outbox bound, resource detection,
+// the results listing,
 // GPU mapping, the local address toward the head, and the head-side
 // registration checks (src/net/rpc/head_server.h).
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <filesystem>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
@@ -15,11 +18,13 @@
 #include "cohort/rpc/head_server.h"
 #include "node_info.h"
 #include "outbox.h"
+#include "results_listing.h"
 
 namespace cohort::agent {
 namespace {
 
 using namespace std::chrono_literals;
+namespace fs = std::filesystem;
 
 rpc::AgentMessage Log(const std::string& data) {
   rpc::AgentMessage m;
@@ -121,6 +126,58 @@ TEST(OutboxTest, InterruptWakesATake) {
   EXPECT_FALSE(box.Take(Deadline::After(5s)).has_value());
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   t.join();
+}
+
+TEST(OutboxTest, OnlyTheNewestExitsKeepTheirResultsListings) {
+  Outbox box(1 << 20);
+  for (size_t i = 0; i < Outbox::kRecentExitsWithResults + 5; ++i) {
+    rpc::AgentMessage m;
+    m.mutable_worker_exited()->set_rank(static_cast<int>(i));
+    m.mutable_worker_exited()->mutable_results()->add_files()->set_path("model.pt");
+    box.Push(std::move(m));
+  }
+  auto exits = box.RecentExits();
+  ASSERT_EQ(exits.size(), Outbox::kRecentExitsWithResults + 5);
+  for (size_t i = 0; i < exits.size(); ++i) EXPECT_EQ(exits[i].has_results(), i >= 5) << i;
+}
+
+TEST(ResultsListingTest, ListsRegularFilesSortedWithSizesAndSkipsLinks) {
+  const fs::path dir = fs::temp_directory_path() / ("cohort_results_listing_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  fs::create_directories(dir / "sub" / "deeper");
+  std::ofstream(dir / "model.pt") << "12345";
+  std::ofstream(dir / "sub" / "deeper" / "metrics.json") << "{}";
+  std::ofstream(dir / "a.txt") << "";
+  fs::create_symlink("/etc/passwd", dir / "link");
+  fs::create_directory_symlink("/etc", dir / "etc-link");
+  rpc::LocalResults r = ListLocalResults(dir.string());
+  EXPECT_EQ(r.dir(), dir.string());
+  EXPECT_EQ(r.file_count(), 3u);
+  EXPECT_EQ(r.total_bytes(), 7u);
+  EXPECT_FALSE(r.truncated());
+  ASSERT_EQ(r.files_size(), 3);
+  EXPECT_EQ(r.files(0).path(), "a.txt");
+  EXPECT_EQ(r.files(1).path(), "model.pt");
+  EXPECT_EQ(r.files(1).size_bytes(), 5u);
+  EXPECT_EQ(r.files(2).path(), "sub/deeper/metrics.json");
+
+  // Bounded: files reported, names too long, entries visited.
+  ResultsListingLimits few;
+  few.max_files = 2;
+  EXPECT_EQ(ListLocalResults(dir.string(), few).files_size(), 2);
+  EXPECT_EQ(ListLocalResults(dir.string(), few).file_count(), 3u);
+  ResultsListingLimits short_names;
+  short_names.max_path_bytes = 8;
+  EXPECT_EQ(ListLocalResults(dir.string(), short_names).files_size(), 2);  // not sub/deeper/...
+  ResultsListingLimits walk;
+  walk.max_entries = 2;
+  EXPECT_TRUE(ListLocalResults(dir.string(), walk).truncated());
+
+  // Nothing there, or not a local directory: an empty listing.
+  EXPECT_EQ(ListLocalResults((dir / "missing").string()).file_count(), 0u);
+  EXPECT_EQ(ListLocalResults("relative/dir").dir(), "");
+  EXPECT_EQ(ListLocalResults("gs://bucket/x").file_count(), 0u);
+  fs::remove_all(dir);
 }
 
 TEST(NodeInfoTest, GpusFromCudaVisibleDevices) {

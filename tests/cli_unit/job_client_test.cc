@@ -398,6 +398,38 @@ TEST(FinalStatusLineTest, Texts) {
             "Job j failed: Job entrypoint command failed with exit code 1");
 }
 
+TEST(JobResultsTextTest, BucketObjectsNodeListingsAndNothingYet) {
+  Json bucket = Json::parse(R"({"status": "SUCCEEDED", "results_uri": "gs://b/run",
+      "results": [{"uri": "gs://b/run/model.pt", "size_bytes": 2048, "crc32c": "AAAAAA=="}]})");
+  const std::string b = FormatJobResults("j", bucket);
+  EXPECT_NE(b.find("Job j (SUCCEEDED): 1 object(s), 2.0 KiB, in gs://b/run\n"), std::string::npos) << b;
+  EXPECT_NE(b.find("gs://b/run/model.pt  2.0 KiB  AAAAAA=="), std::string::npos) << b;
+
+  Json waiting = Json::parse(R"({"status": "RUNNING", "results_uri": "gs://b/run", "results": null})");
+  EXPECT_NE(FormatJobResults("j", waiting).find("listed here once the job has succeeded"), std::string::npos);
+
+  Json nodes = Json::parse(R"({"status": "SUCCEEDED", "results_dir": "/r",
+      "node_results": [
+        {"node_id": "n1", "node_address": "10.0.0.1", "dir": "/r", "file_count": 3, "total_bytes": 3072,
+         "files": [{"path": "model.pt", "size_bytes": 1024}, {"path": "bad\u001bname", "size_bytes": 0}]},
+        {"node_id": "n2", "node_address": "10.0.0.2", "dir": "/r", "file_count": 0, "total_bytes": 0, "files": []}]})");
+  const std::string n = FormatJobResults("j", nodes);
+  EXPECT_NE(n.find("results are on 1 node(s)"), std::string::npos) << n;
+  EXPECT_NE(n.find("node n1 (10.0.0.1): /r, 3 file(s), 3.0 KiB"), std::string::npos) << n;
+  EXPECT_NE(n.find("model.pt"), std::string::npos) << n;
+  EXPECT_EQ(n.find('\x1b'), std::string::npos) << "control characters are escaped";
+  EXPECT_NE(n.find("... and 1 more"), std::string::npos) << n;
+  EXPECT_EQ(n.find("n2"), std::string::npos) << "a node without files is not listed";
+  EXPECT_EQ(n.find("several nodes"), std::string::npos) << n;
+  nodes["node_results"][1]["file_count"] = 1;
+  EXPECT_NE(FormatJobResults("j", nodes).find("spread over several nodes"), std::string::npos);
+
+  Json empty = Json::parse(R"({"status": "RUNNING", "results_dir": "/r", "node_results": []})");
+  EXPECT_EQ(FormatJobResults("j", empty), "Job j (RUNNING): no results yet in /r (results are listed when a worker exits)\n");
+  empty["status"] = "FAILED";
+  EXPECT_NE(FormatJobResults("j", empty).find("no results were left in /r"), std::string::npos);
+}
+
 TEST(TextHelpersTest, TableAmountsBytes) {
   EXPECT_EQ(FormatTable({{"A", "BB"}, {"ccc", "d"}}), "A    BB\nccc  d\n");
   EXPECT_EQ(FormatAmount(16), "16");

@@ -68,6 +68,39 @@ TEST_F(AgentInputTest, HostileReportLinesAreDroppedAndGoodOnesKept) {
   EXPECT_TRUE(IsValidUtf8(w.Take()));
 }
 
+TEST_F(AgentInputTest, ResultsListingsAreBoundedCleanedAndKeptPerNode) {
+  auto a = Join("node-a", 1);
+  const std::string id = Submit({{"entrypoint", "train"}});
+  rpc::AgentMessage m;
+  auto* e = m.mutable_worker_exited();
+  e->set_job_id(id);
+  e->set_exit_code(0);
+  auto* r = e->mutable_results();
+  r->set_dir(std::string("/res\xff") + std::string(5000, 'd'));
+  for (int i = 0; i < 500; ++i) {
+    auto* f = r->add_files();
+    f->set_path("f" + std::to_string(i) + "\xfe");
+    f->set_size_bytes(7);
+  }
+  r->set_file_count(1000000);
+  r->set_total_bytes(7000000);
+  cluster_->OnMessage(*a, m);
+  const json d = Details(id);
+  EXPECT_EQ(d["status"], "SUCCEEDED");
+  ASSERT_EQ(d["node_results"].size(), 1u) << d.dump();
+  const json& n = d["node_results"][0];
+  EXPECT_EQ(n["node_id"], "node-a");
+  EXPECT_EQ(n["files"].size(), 64u);
+  EXPECT_LE(n["dir"].get<std::string>().size(), 1024u + 3);
+  EXPECT_EQ(n["file_count"], 1000000);
+  EXPECT_TRUE(IsValidUtf8(d.dump()));
+  // A job with a results URI keeps its bucket listing only.
+  const std::string uri_job = Submit({{"entrypoint", "train"}, {"results_uri", "file:///nowhere"}});
+  e->set_job_id(uri_job);
+  cluster_->OnMessage(*a, m);
+  EXPECT_TRUE(Details(uri_job)["node_results"].empty()) << Details(uri_job).dump();
+}
+
 TEST_F(AgentInputTest, JobsGetTheirOwnTokenNeverTheClustersAndCannotSetReservedVariables) {
   auto a = Join("node-a", 1);
   const std::string id = Submit({{"entrypoint", "env"}, {"runtime_env", {{"env_vars", {{"SECRET", "s3cr3t"}}}}}});

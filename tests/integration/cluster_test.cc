@@ -336,6 +336,87 @@ TEST(ClusterIntegrationTest, GangPlacement) {
   EXPECT_TRUE(c.Get("/api/jobs/" + f2 + "/logs").status == 200);
 }
 
+// `cohort job results ID`: a job without a results_uri has its results
+// listed by the nodes that hold them; one with a results_uri lists the
+// objects verified in the bucket.
+TEST(ClusterIntegrationTest, JobResultsSayWhereTheResultsAre) {
+  LocalCluster c;
+  ASSERT_TRUE(c.StartHead());
+  ASSERT_TRUE(c.StartAgent("a1", 1));
+  ASSERT_TRUE(c.StartAgent("a2", 1));
+  const std::string conn = c.Conn();
+
+  const std::string spread = c.Submit(
+      {{"entrypoint",
+        "sh -c 'mkdir -p \"$COHORT_RESULTS_DIR/sub\" && echo $RANK > \"$COHORT_RESULTS_DIR/answer-$RANK.txt\" && "
+        "echo x > \"$COHORT_RESULTS_DIR/sub/model-$RANK.pt\" && ln -sf /etc/passwd \"$COHORT_RESULTS_DIR/link-$RANK\" && "
+        "printf x > \"$COHORT_RESULTS_DIR/$(printf \"bad\\377name-$RANK\")\"'"},
+       {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"CPU", 1}}}}}});
+  ASSERT_FALSE(spread.empty());
+  json done = c.WaitStatus(spread, "SUCCEEDED", 30s);
+  ASSERT_EQ(done.value("status", ""), "SUCCEEDED") << done.dump() << c.Logs(spread);
+  ASSERT_EQ(done["node_results"].size(), 2u) << done.dump();
+  // `job submit` ends by saying where the results are.
+  auto followed = c.Cli("job submit" + conn + " -- sh -c 'mkdir -p \"$COHORT_RESULTS_DIR\" && echo 1 > \"$COHORT_RESULTS_DIR/m.pt\"'");
+  ASSERT_EQ(followed.code, 0) << followed.out;
+  EXPECT_TRUE(Contains(followed.out, "results: 1 file(s) on 1 node(s) (list them: cohort job results ")) << followed.out;
+
+  auto text = c.Cli("job results " + spread + conn);
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_TRUE(Contains(text.out, "results are on 2 node(s)")) << text.out;
+  for (size_t i = 0; i < 2; ++i) EXPECT_TRUE(Contains(text.out, "node " + c.agent(i).node_id)) << text.out;
+  // Each node lists at least what its own rank wrote (they share this machine's disk).
+  EXPECT_TRUE(Contains(text.out, "answer-0.txt")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "answer-1.txt")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "sub/model-0.pt")) << text.out;
+  EXPECT_FALSE(Contains(text.out, "link-0")) << "symbolic links are not results:\n" << text.out;
+  // A file name that is not UTF-8 is listed (made valid) and the agents stay connected.
+  EXPECT_TRUE(Contains(text.out, "bad\xEF\xBF\xBDname-0")) << text.out;
+  EXPECT_FALSE(Contains(ReadFile(c.dir() + "/head.log"), "disconnected")) << ReadFile(c.dir() + "/head.log");
+  EXPECT_TRUE(Contains(text.out, "spread over several nodes")) << text.out;
+  EXPECT_TRUE(Contains(text.out, "--results-uri")) << text.out;
+
+  auto as_json = c.Cli("job results --json " + spread + conn);
+  ASSERT_EQ(as_json.code, 0) << as_json.out;
+  json j = json::parse(as_json.out, nullptr, false);
+  ASSERT_TRUE(j.is_object()) << as_json.out;
+  ASSERT_EQ(j["node_results"].size(), 2u) << as_json.out;
+  std::set<std::string> nodes;
+  for (const auto& n : j["node_results"]) {
+    nodes.insert(n.value("node_id", ""));
+    EXPECT_GE(n.value("file_count", 0), 3) << n.dump();
+    EXPECT_EQ(n.value("dir", ""), j.value("results_dir", "")) << as_json.out;
+    EXPECT_EQ(n.value("node_address", ""), "127.0.0.1") << n.dump();
+  }
+  EXPECT_EQ(nodes, (std::set<std::string>{c.agent(0).node_id, c.agent(1).node_id}));
+
+  // A job that wrote nothing says so.
+  auto quiet = c.Cli("job submit" + conn + " -- true");
+  ASSERT_EQ(quiet.code, 0) << quiet.out;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(quiet.out, m, std::regex("Job '([A-Za-z0-9_-]+)' submitted"))) << quiet.out;
+  EXPECT_FALSE(Contains(quiet.out, "results:")) << quiet.out;
+  auto none = c.Cli("job results " + std::string(m[1]) + conn);
+  EXPECT_EQ(none.code, 0) << none.out;
+  EXPECT_TRUE(Contains(none.out, "no results were left")) << none.out;
+
+  // With a results URI: the objects, their sizes and CRC32C.
+  const std::string bucket = c.dir() + "/bucket";
+  auto uploaded = c.Cli("job submit --results-uri file://" + bucket + "/run" + conn +
+                        " -- sh -c 'mkdir -p \"$COHORT_RESULTS_DIR\" && echo weights > \"$COHORT_RESULTS_DIR/model.pt\"'");
+  ASSERT_EQ(uploaded.code, 0) << uploaded.out;
+  ASSERT_TRUE(std::regex_search(uploaded.out, m, std::regex("Job '([A-Za-z0-9_-]+)' submitted"))) << uploaded.out;
+  auto listed = c.Cli("job results " + std::string(m[1]) + conn);
+  ASSERT_EQ(listed.code, 0) << listed.out;
+  EXPECT_TRUE(Contains(listed.out, "1 object(s)")) << listed.out;
+  EXPECT_TRUE(Contains(listed.out, "file://" + bucket + "/run/model.pt")) << listed.out;
+  EXPECT_TRUE(Contains(listed.out, "CRC32C")) << listed.out;
+
+  auto unknown = c.Cli("job results no-such-job" + conn);
+  EXPECT_EQ(unknown.code, 1) << unknown.out;
+  EXPECT_TRUE(Contains(unknown.out, "does not exist")) << unknown.out;
+}
+
 // Authentication: the token is required everywhere but the public routes; a
 // wrong-token agent is refused; --auth none accepts everyone.
 TEST(ClusterIntegrationTest, AuthRefusals) {
