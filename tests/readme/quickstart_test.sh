@@ -3,7 +3,7 @@
 # scratch copy of the checkout's layout (build/ and examples/ link to the
 # real ones), then checks what it promised: a model in
 # ./cohort_results/<job id>/ from the C++ trainer and from the PyTorch script,
-# and one at the results URI.
+# and one (with checkpoints) in a bucket on a local GCS stand-in, copied back.
 #   tests/readme/quickstart_test.sh SOURCE_DIR BUILD_DIR
 set -uo pipefail
 src="$1"
@@ -13,12 +13,25 @@ block="$(sed -n '/<!-- quickstart:/,/<!-- \/quickstart -->/p' "$src/README.md" |
 [[ -n "$block" ]] || fail "no quickstart block in README.md"
 grep -q "cohort run" <<<"$block" || fail "the quickstart block has no cohort run: $block"
 work="$(mktemp -d)"
-bucket=/tmp/cohort-quickstart
-trap 'rm -rf "$work" "$bucket"' EXIT
-rm -rf "$bucket"
-ln -s "$build" "$work/build"
-ln -s "$src/examples" "$work/examples"
-cd "$work" || exit 1
+server=""
+trap 'rm -rf "$work"; [[ -n "$server" ]] && kill "$server" 2>/dev/null' EXIT
+# The bucket: the in-memory GCS endpoint the storage benchmark uses (every
+# bucket exists), as STORAGE_EMULATOR_HOST; BUCKET in the README becomes "quickstart".
+[[ -x "$build/bin/fake_gcs_server_bench" ]] || fail "no $build/bin/fake_gcs_server_bench (build the bench targets)"
+"$build/bin/fake_gcs_server_bench" >"$work/gcs.out" 2>"$work/gcs.err" &
+server=$!
+port=""
+for _ in $(seq 100); do
+  port="$(sed -n 's/^port=//p' "$work/gcs.out")"
+  [[ -n "$port" ]] && break
+  sleep 0.05
+done
+[[ -n "$port" ]] || fail "the GCS stand-in did not start: $(cat "$work/gcs.err")"
+export STORAGE_EMULATOR_HOST="http://127.0.0.1:$port" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+mkdir "$work/checkout"
+ln -s "$build" "$work/checkout/build"
+ln -s "$src/examples" "$work/checkout/examples"
+cd "$work/checkout" || exit 1
 export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 n=0
 while IFS= read -r line; do
@@ -27,14 +40,18 @@ while IFS= read -r line; do
   echo "\$ $line"
   # `cohort run` binds the dashboard's port 8265 when free: any port will do here.
   cmd="${line/cohort run /cohort run --dashboard-port 0 }"
+  cmd="${cmd//BUCKET/quickstart}"
   if ! out="$(bash -c "$cmd" 2>&1)"; then
     echo "$out" | tail -n 30
     fail "README quickstart line $n failed: $line"
   fi
   echo "$out" | tail -n 4
+  [[ "$line" == *"storage ls"* ]] && listing="$out"
 done <<<"$block"
 models=(cohort_results/*/model.pt)
 [[ ${#models[@]} -eq 2 && -f "${models[0]}" && -f "${models[1]}" ]] ||
   fail "expected two models in ./cohort_results (C++ and PyTorch), found: $(ls -R cohort_results 2>&1)"
-[[ -f "$bucket/run1/model.pt" ]] || fail "no model at the results URI: $(ls -R "$bucket" 2>&1)"
-echo "quickstart: $n commands ran; models: ${models[*]} and $bucket/run1/model.pt"
+grep -q "gs://quickstart/run1/model.pt" <<<"${listing:-}" || fail "the bucket listing has no model.pt: ${listing:-}"
+grep -q "gs://quickstart/run1/checkpoints/" <<<"${listing:-}" || fail "the bucket listing has no checkpoints: ${listing:-}"
+[[ -s model.pt ]] || fail "the model was not copied down from the bucket"
+echo "quickstart: $n commands ran; models: ${models[*]}, gs://quickstart/run1/model.pt and ./model.pt"
