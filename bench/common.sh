@@ -21,6 +21,24 @@ die() {
   exit 1
 }
 
+# Starts fake_gcs_server_bench (an in-memory Cloud Storage endpoint where
+# every bucket exists), its stdout in OUT and stderr in ERR; sets FAKE_GCS_PID
+# (the caller kills it) and FAKE_GCS_ENDPOINT (http://127.0.0.1:PORT).
+#   start_fake_gcs "$WORK/server.out" "$LOG_DIR/server.log"
+start_fake_gcs() {
+  local out="$1" err="$2" port=""
+  "$BIN/fake_gcs_server_bench" >"$out" 2>"$err" &
+  FAKE_GCS_PID=$!
+  for _ in $(seq 100); do
+    port="$(sed -n 's/^port=//p' "$out")"
+    [[ -n "$port" ]] && break
+    kill -0 "$FAKE_GCS_PID" 2>/dev/null || die "fake_gcs_server_bench exited: $(cat "$err")"
+    sleep 0.05
+  done
+  [[ -n "$port" ]] || die "fake_gcs_server_bench did not report its port"
+  FAKE_GCS_ENDPOINT="http://127.0.0.1:$port"
+}
+
 # Builds the project (make build) unless every named binary of $BIN exists.
 #   ensure_build cohort allreduce_bench
 ensure_build() {

@@ -49,28 +49,19 @@ RUN_LOG="$LOG_DIR/storage.runs.log"
 : >"$RUN_LOG"
 
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/cohort-storage-bench.XXXXXX")"
-SERVER_PID=""
+FAKE_GCS_PID=""
 cleanup() {
-  if [[ -n "$SERVER_PID" ]]; then
-    kill "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+  if [[ -n "$FAKE_GCS_PID" ]]; then
+    kill "$FAKE_GCS_PID" 2>/dev/null || true
+    wait "$FAKE_GCS_PID" 2>/dev/null || true
   fi
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 # --- the endpoint --------------------------------------------------------------
-"$BIN/fake_gcs_server_bench" >"$WORK/server.out" 2>"$SERVER_LOG" &
-SERVER_PID=$!
-PORT=""
-for _ in $(seq 100); do
-  PORT="$(sed -n 's/^port=//p' "$WORK/server.out")"
-  [[ -n "$PORT" ]] && break
-  kill -0 "$SERVER_PID" 2>/dev/null || die "fake_gcs_server_bench exited: $(cat "$SERVER_LOG")"
-  sleep 0.05
-done
-[[ -n "$PORT" ]] || die "fake_gcs_server_bench did not report its port"
-ENDPOINT="http://127.0.0.1:$PORT"
+start_fake_gcs "$WORK/server.out" "$SERVER_LOG"
+ENDPOINT="$FAKE_GCS_ENDPOINT"
 export NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 BUCKET="bench"
 

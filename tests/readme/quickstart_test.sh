@@ -13,21 +13,14 @@ block="$(sed -n '/<!-- quickstart:/,/<!-- \/quickstart -->/p' "$src/README.md" |
 [[ -n "$block" ]] || fail "no quickstart block in README.md"
 grep -q "cohort run" <<<"$block" || fail "the quickstart block has no cohort run: $block"
 work="$(mktemp -d)"
-server=""
-trap 'rm -rf "$work"; [[ -n "$server" ]] && kill "$server" 2>/dev/null' EXIT
+FAKE_GCS_PID=""
+trap 'rm -rf "$work"; [[ -n "$FAKE_GCS_PID" ]] && kill "$FAKE_GCS_PID" 2>/dev/null' EXIT
 # The bucket: the in-memory GCS endpoint the storage benchmark uses (every
 # bucket exists), as STORAGE_EMULATOR_HOST; BUCKET in the README becomes "quickstart".
-[[ -x "$build/bin/fake_gcs_server_bench" ]] || fail "no $build/bin/fake_gcs_server_bench (build the bench targets)"
-"$build/bin/fake_gcs_server_bench" >"$work/gcs.out" 2>"$work/gcs.err" &
-server=$!
-port=""
-for _ in $(seq 100); do
-  port="$(sed -n 's/^port=//p' "$work/gcs.out")"
-  [[ -n "$port" ]] && break
-  sleep 0.05
-done
-[[ -n "$port" ]] || fail "the GCS stand-in did not start: $(cat "$work/gcs.err")"
-export STORAGE_EMULATOR_HOST="http://127.0.0.1:$port" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
+BUILD_DIR="$build" source "$src/bench/common.sh"
+[[ -x "$BIN/fake_gcs_server_bench" ]] || fail "no $BIN/fake_gcs_server_bench (build the bench targets)"
+start_fake_gcs "$work/gcs.out" "$work/gcs.err"
+export STORAGE_EMULATOR_HOST="$FAKE_GCS_ENDPOINT" NO_PROXY="127.0.0.1,localhost" no_proxy="127.0.0.1,localhost"
 mkdir "$work/checkout"
 ln -s "$build" "$work/checkout/build"
 ln -s "$src/examples" "$work/checkout/examples"
