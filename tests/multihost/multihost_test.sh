@@ -160,7 +160,7 @@ case "$CASE" in
   link_cut)
     start_cluster 3
     id="$(submit --workers 2 --placement-strategy SPREAD --max-failures 2 \
-      --env COHORT_COMM_TIMEOUT_MS=8000 -- $(train_cmd 20))"
+      --env COHORT_COMM_TIMEOUT_MS=8000 -- $(train_cmd 8))"
     [[ -n "$id" ]] || fail "submit printed no job id"
     # After the first epoch's checkpoint, cut the link of rank 1's host.
     for ((i = 0; i < 240; i++)); do
@@ -191,7 +191,7 @@ case "$CASE" in
 
   link_flap)
     start_cluster 2
-    id="$(submit --workers 2 --placement-strategy SPREAD --env COHORT_COMM_TIMEOUT_MS=30000 -- $(train_cmd 20))"
+    id="$(submit --workers 2 --placement-strategy SPREAD --env COHORT_COMM_TIMEOUT_MS=30000 -- $(train_cmd 8))"
     for ((i = 0; i < 240; i++)); do
       grep -q "epoch=1/" <<<"$(logs "$id")" && break
       sleep 0.5
