@@ -14,9 +14,11 @@
 
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <iostream>
 
 #include "cohort/comm/communicator.h"
+#include "cohort/comm/nccl.h"
 #include "cohort/train/checkpoint_dir.h"
 #include "cohort/train/context.h"
 #include "cohort/train/idx.h"
@@ -45,6 +47,7 @@ struct Flags {
   bool no_overlap = false;
   int threads = 0;  // 0 = cores / local ranks
   bool profile = false;
+  std::string device = "auto";  // auto | cpu | cuda | cuda:N
 };
 
 // [N, 784] float in [0, 1] and [N] int64 labels.
@@ -97,6 +100,41 @@ std::array<float, 3> Evaluate(torch::nn::Sequential& model, const Tensors& data,
   return {loss_sum, correct, static_cast<float>(end - begin)};
 }
 
+// --device: "cpu"; "cuda" = cuda:LOCAL_RANK among the visible GPUs (ranks
+// beyond the GPU count share them round-robin, and their gradients are then
+// host-staged: NCCL refuses two ranks on one GPU); "cuda:N"; "auto" = cuda
+// when this libtorch sees a GPU, else cpu.
+torch::Device ResolveDevice(const std::string& want, int local_rank) {
+  const bool cuda_ok = torch::cuda::is_available();
+  const int count = cuda_ok ? static_cast<int>(torch::cuda::device_count()) : 0;
+  const char* visible = std::getenv("CUDA_VISIBLE_DEVICES");
+  auto no_cuda = [&]() {
+    Die("--device " + want + ": no CUDA device is usable (" +
+            (cuda_ok ? std::string("none visible") : std::string("this libtorch was built without CUDA or finds no driver")) +
+            "; CUDA_VISIBLE_DEVICES=" + (visible ? visible : "(unset)") +
+            "); train with --device cpu, or build against a CUDA libtorch (docs/training.md)",
+        2);
+  };
+  if (want == "cpu") return torch::kCPU;
+  if (want == "auto") return count > 0 ? torch::Device(torch::kCUDA, local_rank % count) : torch::Device(torch::kCPU);
+  if (want == "cuda") {
+    if (count == 0) no_cuda();
+    return torch::Device(torch::kCUDA, local_rank % count);
+  }
+  if (want.rfind("cuda:", 0) == 0) {
+    const std::string n = want.substr(5);
+    if (n.empty() || n.size() > 3 || n.find_first_not_of("0123456789") != std::string::npos)
+      Die("--device " + want + ": expected cuda:N with N a device index", 2);
+    if (count == 0) no_cuda();
+    const int index = std::stoi(n);
+    if (index >= count)
+      Die("--device " + want + ": only " + std::to_string(count) + " CUDA device(s) are visible", 2);
+    return torch::Device(torch::kCUDA, index);
+  }
+  Die("--device " + want + ": expected auto, cpu, cuda or cuda:N", 2);
+  return torch::kCPU;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -126,6 +164,8 @@ int main(int argc, char** argv) {
       ->check(CLI::IsMember({"none", "bf16", "bf16-ef", "fp16", "fp16-ef"}));
   app.add_option("--threads", f.threads, "Intra-op threads per rank (0 = cores / local ranks)")->check(CLI::NonNegativeNumber);
   app.add_flag("--profile", f.profile, "Print where each step's time goes (rank 0)");
+  app.add_option("--device", f.device,
+                 "auto (a GPU when libtorch sees one), cpu, cuda (cuda:LOCAL_RANK) or cuda:N");
   CLI11_PARSE(app, argc, argv);
 
   auto ctx_or = train::WorkerContext::FromEnv();
@@ -149,8 +189,14 @@ int main(int argc, char** argv) {
   if (!train_split.ok()) Die(train_split.status().message());
   auto test_split = train::LoadMnistSplit(f.data_dir, /*train=*/false);
   if (!test_split.ok()) Die(test_split.status().message());
-  const Tensors train_data = ToTensors(*train_split, f.train_subset);
-  const Tensors test_data = ToTensors(*test_split, 0);
+  const torch::Device device = ResolveDevice(f.device, ctx.local_rank);
+  // The whole data set lives on the device (FashionMNIST: 220 MB as float32).
+  Tensors train_data = ToTensors(*train_split, f.train_subset);
+  Tensors test_data = ToTensors(*test_split, 0);
+  if (!device.is_cpu()) {
+    train_data = {train_data.x.to(device), train_data.y.to(device)};
+    test_data = {test_data.x.to(device), test_data.y.to(device)};
+  }
 
   auto comm_or = cohort::comm::Communicator::FromEnv();
   if (!comm_or.ok()) Die(comm_or.status().ToString());
@@ -158,6 +204,7 @@ int main(int argc, char** argv) {
 
   torch::manual_seed(f.seed);
   auto model = MakeModel();
+  model->to(device);  // before the optimizer takes its parameters
   torch::optim::SGD optimizer(model->parameters(), torch::optim::SGDOptions(f.lr));
 
   int64_t start_epoch = 0;
@@ -190,9 +237,10 @@ int main(int argc, char** argv) {
   train::Reporter reporter = train::Reporter::FromEnv(ctx.rank);
   const int64_t per_rank_batch = f.batch_size / ctx.world_size;
   if (chief)
-    std::printf("training: %d rank(s), transport %s, global batch %d (%lld per rank), lr %g, %d epoch(s), "
+    std::printf("training: %d rank(s), transport %s, device %s, gradients %s, global batch %d (%lld per rank), lr %g, %d epoch(s), "
                 "%lld training samples, %zu gradient bucket(s), gradient compression %s\n",
                 ctx.world_size, std::string(cohort::comm::TransportName(comm.transport())).c_str(),
+                device.str().c_str(), sync.path().c_str(),
                 f.batch_size, static_cast<long long>(per_rank_batch), f.lr, f.epochs,
                 static_cast<long long>(train_data.x.size(0)), sync.num_buckets(),
                 std::string(train::GradCompressionName(sync.compression())).c_str());
@@ -203,9 +251,11 @@ int main(int argc, char** argv) {
     // --- train one epoch ----------------------------------------------------
     sampler.SetEpoch(static_cast<uint64_t>(epoch));
     auto indices_vec = sampler.Indices();
-    auto indices = torch::from_blob(indices_vec.data(), {static_cast<int64_t>(indices_vec.size())}, torch::kInt64);
+    auto indices = torch::from_blob(indices_vec.data(), {static_cast<int64_t>(indices_vec.size())}, torch::kInt64)
+                       .to(device);
     model->train();
-    double loss_sum = 0;
+    // Summed on the device and read once per epoch: no host round trip per step.
+    auto loss_acc = torch::zeros({}, torch::TensorOptions().dtype(torch::kFloat64).device(device));
     int64_t batches = 0;
     // Seconds per phase, summed over the epoch (--profile).
     double t_data = 0, t_forward = 0, t_backward = 0, t_sync = 0, t_step = 0;
@@ -231,10 +281,11 @@ int main(int argc, char** argv) {
       Check(sync.Synchronize(), &comm);
       lap(since, t_sync);
       optimizer.step();
-      loss_sum += loss.item<double>();
+      loss_acc += loss.detach().to(torch::kFloat64);
       lap(since, t_step);
       ++batches;
     }
+    const double loss_sum = loss_acc.item<double>();  // waits for the epoch's last step
     const double train_seconds =
         std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (f.profile && chief && batches > 0)
@@ -259,6 +310,11 @@ int main(int argc, char** argv) {
                               {"train_loss", train_loss},   {"val_loss", val_loss},
                               {"val_accuracy", val_accuracy}, {"samples_per_sec", samples_per_sec},
                               {"epoch_time_s", train_seconds}};
+    if (device.is_cuda()) {
+      // The GPU's memory in use (every process on it), after the epoch.
+      if (auto mem = cohort::comm::QueryDeviceMemory(device.index()); mem.ok())
+        metrics["device_memory_bytes"] = mem->used_bytes;
+    }
     history.push_back(metrics);
     Check(reporter.ReportJson(metrics.dump()));
     if (chief) {
@@ -284,6 +340,7 @@ int main(int argc, char** argv) {
     if (!f.results_dir.empty()) {
       nlohmann::json out = {{"model", "mlp-784-512-512-256-10"},
                             {"world_size", ctx.world_size},
+                            {"device", device.is_cpu() ? std::string("cpu") : std::string("cuda")},
                             {"global_batch_size", f.batch_size},
                             {"lr", f.lr},
                             {"seed", f.seed},

@@ -26,12 +26,14 @@ int main(int argc, char** argv) {
       cohort::cli::AddLaunchCommand(app),
       cohort::cli::AddStorageCommand(app),
       cohort::cli::AddVersionCommand(app),
+#ifndef COHORT_DATA_PLANE_ONLY  // -DCOHORT_CONTROL_PLANE=OFF: launch, storage, version
       cohort::cli::AddJobCommand(app),
       cohort::cli::AddStatusCommand(app),
       cohort::cli::AddStartCommand(app),
       cohort::cli::AddStopCommand(app),
       cohort::cli::AddRunCommand(app),
       cohort::cli::AddOperatorCommand(app),
+#endif
   };
   try {
     std::vector<std::string> reversed(args.rbegin(), args.rend() - 1);  // CLI11 wants argv[1:] reversed

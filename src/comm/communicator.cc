@@ -107,6 +107,8 @@ class CommunicatorImpl : public Communicator {
   int rank() const override { return rank_; }
   int world_size() const override { return world_size_; }
   TransportKind transport() const override { return transport_; }
+  std::shared_ptr<Store> store() const override { return store_; }
+  const std::string& host_key() const override { return host_key_; }
   const Options& options() const override { return options_; }
 
   using Communicator::AllReduce;
@@ -142,6 +144,8 @@ class CommunicatorImpl : public Communicator {
   const int world_size_;
   const Options options_;
   TransportKind transport_ = TransportKind::kTcp;
+  std::shared_ptr<Store> store_;
+  std::string host_key_;
 
   std::unique_ptr<TcpStoreServer> server_;  // rank 0 under FromEnv
   std::unique_ptr<TcpMesh> tcp_;
@@ -184,10 +188,12 @@ CommunicatorImpl::~CommunicatorImpl() {
 
 Status CommunicatorImpl::Init(std::shared_ptr<Store> store) {
   const Deadline deadline = Deadline::After(options_.timeout);
+  store_ = store;
+  host_key_ = HostKey(options_);
   // Which ranks share this host?
-  COHORT_RETURN_IF_ERROR(store->Set("host/" + std::to_string(rank_), HostKey(options_)));
+  COHORT_RETURN_IF_ERROR(store->Set("host/" + std::to_string(rank_), host_key_));
   bool all_local = true;
-  std::string mine = HostKey(options_), other_host;
+  std::string mine = host_key_, other_host;
   int other_rank = -1;
   std::vector<std::string> keys(world_size_);
   for (int p = 0; p < world_size_; ++p) {

@@ -170,6 +170,27 @@ TEST_F(FashionMnistE2E, BadInputFailsWithAClearMessage) {
                    kBin + "/fashion_mnist --epochs 1");
   EXPECT_NE(bad_env.exit_code, 0);
   EXPECT_NE(bad_env.output.find("RANK"), std::string::npos) << bad_env.output;
+
+  Proc bad_device = Sh(kBin + "/fashion_mnist --epochs 1 --device tpu");
+  EXPECT_EQ(bad_device.exit_code, 2);
+  EXPECT_NE(bad_device.output.find("expected auto, cpu, cuda or cuda:N"), std::string::npos) << bad_device.output;
+  if (!torch::cuda::is_available()) {
+    // Asked for a GPU where there is none: exit 2 before any data or peer.
+    Proc no_gpu = Sh("CUDA_VISIBLE_DEVICES=0 " + kBin + "/fashion_mnist --epochs 1 --device cuda");
+    EXPECT_EQ(no_gpu.exit_code, 2);
+    EXPECT_NE(no_gpu.output.find("no CUDA device is usable"), std::string::npos) << no_gpu.output;
+    EXPECT_NE(no_gpu.output.find("CUDA_VISIBLE_DEVICES=0"), std::string::npos) << no_gpu.output;
+  }
+}
+
+// --device auto on a machine without a usable GPU trains on the CPU and
+// says so, with the gradient path in the start line.
+TEST_F(FashionMnistE2E, DeviceAutoWithoutAGpuTrainsOnTheCpu) {
+  if (torch::cuda::is_available()) GTEST_SKIP() << "this libtorch sees a GPU";
+  Proc r = Sh("OMP_NUM_THREADS=1 " + kBin + "/cohort launch -n 2 -- " + kBin +
+              "/fashion_mnist --device auto --epochs 1 --train-subset 512 --threads 1");
+  ASSERT_EQ(r.exit_code, 0) << r.output;
+  EXPECT_NE(r.output.find("device cpu, gradients shm"), std::string::npos) << r.output;
 }
 
 TEST_F(FashionMnistE2E, PyTorchDdpScriptRunsUnderTheLauncher) {

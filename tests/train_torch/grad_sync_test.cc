@@ -47,6 +47,9 @@ struct Case {
   TransportKind transport;
   bool overlap;
   size_t bucket_bytes;
+  // kHostStaged: the GPU fallback's code (device buckets copied out to host
+  // staging, reduced, copied back) with host memory as the "device".
+  GradientSyncOptions::DevicePath path = GradientSyncOptions::DevicePath::kAuto;
 };
 
 class GradSyncTest : public ::testing::TestWithParam<Case> {};
@@ -70,6 +73,7 @@ TEST_P(GradSyncTest, AveragedGradientsMatchFullBatchAndStepsStayInLockstep) {
   std::vector<Status> results(world);
   std::vector<std::vector<torch::Tensor>> grads_per_step(world);
   std::vector<size_t> launched_in_backward(world), num_buckets(world);
+  std::vector<std::string> paths(world);
   std::vector<std::thread> threads;
   for (int r = 0; r < world; ++r) {
     threads.emplace_back([&, r] {
@@ -81,11 +85,13 @@ TEST_P(GradSyncTest, AveragedGradientsMatchFullBatchAndStepsStayInLockstep) {
       GradientSyncOptions so;
       so.overlap = c.overlap;
       so.bucket_bytes = c.bucket_bytes;
+      so.device_path = c.path;
       auto sync = GradientSync::Create(**comm, *models[r], so);
       if (!sync.ok()) {
         results[r] = sync.status();
         return;
       }
+      paths[r] = (*sync)->path();
       torch::optim::SGD opt(models[r]->parameters(), torch::optim::SGDOptions(0.1));
       for (int s = 0; s < steps; ++s) {
         (*sync)->ZeroGrad();
@@ -109,10 +115,14 @@ TEST_P(GradSyncTest, AveragedGradientsMatchFullBatchAndStepsStayInLockstep) {
   }
   for (auto& t : threads) t.join();
   for (int r = 0; r < world; ++r) ASSERT_TRUE(results[r].ok()) << results[r].ToString();
+  const bool staged = c.path == GradientSyncOptions::DevicePath::kHostStaged;
+  const std::string transport(comm::TransportName(c.transport));
   for (int r = 0; r < world; ++r) {
     EXPECT_EQ(num_buckets[r], c.bucket_bytes < 1024 ? 4u : 1u);
-    // The last bucket completes as backward ends; Synchronize reduces it inline.
-    EXPECT_EQ(launched_in_backward[r], c.overlap ? num_buckets[r] - 1 : 0u);
+    // The last bucket completes as backward ends; Synchronize reduces it
+    // inline. Host-staged buckets all go through Synchronize's pipeline.
+    EXPECT_EQ(launched_in_backward[r], c.overlap && !staged ? num_buckets[r] - 1 : 0u);
+    EXPECT_EQ(paths[r], staged ? "host-staged from cpu over " + transport : transport);
   }
 
   for (int s = 0; s < steps; ++s) {
@@ -135,12 +145,46 @@ INSTANTIATE_TEST_SUITE_P(
     All, GradSyncTest,
     ::testing::Values(Case{TransportKind::kShm, true, 25u << 20}, Case{TransportKind::kShm, true, 64},
                       Case{TransportKind::kShm, false, 64}, Case{TransportKind::kTcp, true, 64},
-                      Case{TransportKind::kTcp, false, 25u << 20}),
+                      Case{TransportKind::kTcp, false, 25u << 20},
+                      Case{TransportKind::kShm, true, 64, GradientSyncOptions::DevicePath::kHostStaged},
+                      Case{TransportKind::kTcp, true, 25u << 20, GradientSyncOptions::DevicePath::kHostStaged}),
     [](const auto& info) {
       return std::string(comm::TransportName(info.param.transport)) +
+             (info.param.path == GradientSyncOptions::DevicePath::kHostStaged ? "_staged" : "") +
              (info.param.overlap ? "_overlap" : "_after") +
              (info.param.bucket_bytes < 1024 ? "_small_buckets" : "_one_bucket");
     });
+
+// Ranks that ask for different gradient paths fail at Create, both of them,
+// naming the disagreement (instead of running mismatched collectives).
+TEST(GradSyncPathTest, RanksAskingForDifferentPathsFailClearly) {
+  const int world = 2;
+  comm::Options options;
+  options.transport = TransportKind::kShm;
+  options.read_env_overrides = false;
+  options.timeout = std::chrono::milliseconds(20000);
+  auto store = comm::NewMemoryStore();
+  std::vector<Status> results(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      auto comm = comm::Communicator::Create(store, r, world, options);
+      if (!comm.ok()) {
+        results[r] = comm.status();
+        return;
+      }
+      auto model = TinyModel(1);
+      GradientSyncOptions so;
+      so.device_path = r == 0 ? GradientSyncOptions::DevicePath::kAuto : GradientSyncOptions::DevicePath::kHostStaged;
+      results[r] = GradientSync::Create(**comm, *model, so).status();
+    });
+  }
+  for (auto& t : threads) t.join();
+  for (int r = 0; r < world; ++r) {
+    EXPECT_EQ(results[r].code(), StatusCode::kInvalidArgument) << results[r].ToString();
+    EXPECT_NE(results[r].message().find("different gradient paths"), std::string::npos) << results[r].ToString();
+  }
+}
 
 // A parameter whose gradient is the constant c every step: (p * c).sum().
 struct ConstGrad : torch::nn::Module {

@@ -102,6 +102,11 @@ class Communicator {
   virtual int rank() const = 0;
   virtual int world_size() const = 0;
   virtual TransportKind transport() const = 0;
+  // The rendezvous store the ranks met through, kept open: a device
+  // communicator (nccl.h) exchanges its unique id over it.
+  virtual std::shared_ptr<Store> store() const = 0;
+  // This rank's host: ranks with equal keys share memory (and GPUs).
+  virtual const std::string& host_key() const = 0;
   virtual const Options& options() const = 0;
   Deadline DefaultDeadline() const { return Deadline::After(options().timeout); }
 

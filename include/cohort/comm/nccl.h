@@ -86,4 +86,33 @@ class DeviceCommunicator {
   virtual void Abort(const std::string& reason) = 0;
 };
 
+// A CUDA stream of this process's own for collectives, ordered against
+// another stream with events, so that neither the host nor the whole device
+// waits: the gradient path records "gradients ready" on the stream backward
+// ran on and all-reduces on this one, overlapping the rest of backward.
+// Compiled only with COHORT_CUDA; elsewhere Create says how to rebuild.
+class DeviceStream {
+ public:
+  static Result<std::unique_ptr<DeviceStream>> Create(int device);
+  virtual ~DeviceStream() = default;
+  virtual int device() const = 0;
+  // The cudaStream_t, for DeviceCommunicator calls.
+  virtual void* handle() const = 0;
+  // Work queued on this stream from now on starts after the work already
+  // queued on `producer` (null: the legacy default stream, where libtorch
+  // runs unless told otherwise).
+  virtual Status WaitFor(void* producer) = 0;
+  // Work queued on `consumer` (null: the default stream) from now on starts
+  // after the work queued on this stream so far.
+  virtual Status SignalTo(void* consumer) = 0;
+};
+
+// A device's memory as the driver sees it (every process on it together).
+struct DeviceMemory {
+  size_t used_bytes = 0;
+  size_t total_bytes = 0;
+};
+// FailedPrecondition without CUDA or without that device.
+Result<DeviceMemory> QueryDeviceMemory(int device);
+
 }  // namespace cohort::comm

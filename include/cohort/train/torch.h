@@ -35,6 +35,20 @@ struct GradientSyncOptions {
   // COHORT_GRAD_COMPRESSION, else none. Without a network (every rank on
   // one host: the shm transport) it has no effect.
   std::optional<GradCompression> compression;
+  // Parameters on a GPU: how their gradients are all-reduced.
+  //   kAuto        NCCL when this build has it and no two ranks share a GPU
+  //                (NCCL refuses that), else host-staged.
+  //   kNccl        NCCL on a stream of its own, each bucket started during
+  //                backward once the default stream has produced it (CUDA
+  //                events: neither the host nor the device is synchronized).
+  //   kHostStaged  copied to pinned host memory, all-reduced over shm/TCP and
+  //                copied back, pipelined over the buckets (comm/staged.h).
+  // Every rank takes the same path (agreed at Create). CPU parameters go
+  // straight to shm/TCP, unless kHostStaged is asked for: then they are
+  // staged through a separate buffer by the same code a GPU runs (the tests
+  // exercise it that way).
+  enum class DevicePath { kAuto, kNccl, kHostStaged };
+  DevicePath device_path = DevicePath::kAuto;
 };
 
 // Averages the gradients of a module's parameters across ranks, like
@@ -67,6 +81,8 @@ class GradientSync {
   size_t bucket_bytes(size_t i) const;
   // What is in effect (none on shared memory).
   GradCompression compression() const;
+  // How gradients travel: "shm", "tcp", "nccl", "host-staged over shm", ...
+  std::string path() const;
 
   struct Impl;
 

@@ -21,4 +21,13 @@ Result<std::unique_ptr<DeviceCopier>> NewCudaCopier(int) {
       "this cohort was built without CUDA; rebuild with -DCOHORT_CUDA=ON for GPU buffers");
 }
 
+Result<std::unique_ptr<DeviceStream>> DeviceStream::Create(int) {
+  return Status::FailedPrecondition(
+      "this cohort was built without CUDA; rebuild with -DCOHORT_CUDA=ON for GPU streams");
+}
+
+Result<DeviceMemory> QueryDeviceMemory(int) {
+  return Status::FailedPrecondition("this cohort was built without CUDA; no device memory to report");
+}
+
 }  // namespace cohort::comm

@@ -50,10 +50,19 @@ Result<std::optional<CheckpointState>> LoadCheckpointFrom(const CheckpointInfo& 
 
 }  // namespace
 
+// Where the module's tensors are: a checkpoint written on one device loads
+// onto the device the module is on now (a GPU run resumed on the CPU, a
+// model trained on cuda:1 loaded by a rank on cuda:0).
+static torch::Device ModuleDevice(torch::nn::Module& module) {
+  for (const auto& p : module.parameters()) return p.device();
+  for (const auto& b : module.buffers()) return b.device();
+  return torch::kCPU;
+}
+
 Status LoadModel(const std::string& path, torch::nn::Module& module) {
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(path);
+    archive.load_from(path, ModuleDevice(module));
     module.load(archive);
     return Status::Ok();
   } catch (const c10::Error& e) {
@@ -122,7 +131,7 @@ Result<std::optional<CheckpointState>> LoadCheckpointFrom(const CheckpointInfo& 
   COHORT_RETURN_IF_ERROR(LoadModel(info->path + "/model.pt", module));
   try {
     torch::serialize::InputArchive archive;
-    archive.load_from(info->path + "/optimizer.pt");
+    archive.load_from(info->path + "/optimizer.pt", ModuleDevice(module));
     optimizer.load(archive);
   } catch (const c10::Error& e) {
     return Status::InvalidArgument("cannot load optimizer state from " + info->path + ": " +
