@@ -145,6 +145,27 @@ function resourceCell(total, used, key, fmt = (v) => fmtNumber(v)) {
       h('div', { class: 'bar' }, h('div', { class: 'bar-fill' + (pct >= 100 ? ' full' : ''), style: { width: `${pct}%` } }))));
 }
 
+// GPUs: scheduled against the total (as the other resources), then what the
+// node's agent samples: the models, and each GPU's utilization and memory
+// when the driver reports them (NVML).
+function gpuCell(n) {
+  const gpus = n.gpus || [];
+  const cell = resourceCell(n.resources_total, n.resources_used, 'GPU');
+  if (!gpus.length) return cell;
+  if (cell.classList.contains('muted')) clear(cell).classList.remove('muted');
+  const models = new Map();
+  for (const g of gpus) models.set(g.name || 'GPU', (models.get(g.name || 'GPU') || 0) + 1);
+  cell.append(h('div', { class: 'muted small' }, [...models].map(([m, c]) => `${c} × ${m}`).join(', ')));
+  for (const g of gpus) {
+    const parts = [];
+    if (g.utilization_percent != null) parts.push(`${Math.round(g.utilization_percent)}%`);
+    if (g.memory_used_bytes != null && g.memory_total_bytes != null)
+      parts.push(`${fmtBytes(g.memory_used_bytes)} / ${fmtBytes(g.memory_total_bytes)}`);
+    if (parts.length) cell.append(h('div', { class: 'small mono gpu-line', title: g.name || '' }, `${g.index}: ${parts.join(' · ')}`));
+  }
+  return cell;
+}
+
 function overviewView() {
   const cards = h('div', { class: 'stats' });
   const nodesBox = h('div');
@@ -187,7 +208,7 @@ function overviewView() {
         h('td', {}, n.hostname || '—', h('div', { class: 'muted small mono' }, n.address || '')),
         h('td', {}, badge(n.state)),
         resourceCell(n.resources_total, n.resources_used, 'CPU'),
-        resourceCell(n.resources_total, n.resources_used, 'GPU'),
+        gpuCell(n),
         // Memory: what the machine uses now (heartbeats), against its total.
         resourceCell(n.resources_total, { memory: n.memory_used_bytes || 0 }, 'memory', fmtBytes),
         h('td', { class: 'small' }, others.map((k) => h('div', {}, `${k} ${fmtNumber(n.resources_used?.[k] || 0)} / ${fmtNumber(n.resources_total[k])}`))),

@@ -68,6 +68,7 @@ Status Agent::Wait(Deadline deadline) { return impl_->Wait(deadline); }
 std::string Agent::node_id() const { return impl_->node_id(); }
 std::string Agent::advertise_address() const { return impl_->advertise_address(); }
 Resources Agent::resources() const { return impl_->resources(); }
+std::vector<GpuStatus> Agent::gpus() const { return impl_->gpus(); }
 bool Agent::connected() const { return impl_->connected(); }
 size_t Agent::num_running_workers() const { return impl_->num_running_workers(); }
 size_t Agent::unacknowledged_log_bytes() const { return impl_->unacknowledged_log_bytes(); }
@@ -139,6 +140,11 @@ Status Agent::Impl::Start() {
     }
     resources_ = *resources;
     gpu_devices_ = DetectGpuDevices();
+    gpu_probe_ = NewGpuProbe(gpu_devices_);
+    {
+      std::lock_guard<std::mutex> lock(gpus_mu_);
+      last_gpus_ = gpu_probe_->Sample();
+    }
     hostname_ = Hostname();
     address_ = options_.advertise_address;
     if (address_.empty()) {
@@ -288,6 +294,10 @@ std::string Agent::Impl::node_id() const {
 // address_ and resources_ are written by Start() before it returns and never after.
 std::string Agent::Impl::advertise_address() const { return address_; }
 Resources Agent::Impl::resources() const { return resources_; }
+std::vector<GpuStatus> Agent::Impl::gpus() const {
+  std::lock_guard<std::mutex> lock(gpus_mu_);
+  return last_gpus_;
+}
 bool Agent::Impl::connected() const {
   std::lock_guard<std::mutex> lock(state_mu_);
   return connected_;

@@ -33,6 +33,7 @@
 #include "cohort.pb.h"
 #include "cohort/agent/agent.h"
 #include "cohort/rpc/agent_client.h"
+#include "gpu_probe.h"
 #include "outbox.h"
 #include "supervisor.h"
 
@@ -50,6 +51,7 @@ class Agent::Impl {
   std::string node_id() const;
   std::string advertise_address() const;
   Resources resources() const;
+  std::vector<GpuStatus> gpus() const;
   bool connected() const;
   size_t num_running_workers() const;
   size_t unacknowledged_log_bytes() const { return outbox_.unacked_bytes(); }
@@ -98,6 +100,9 @@ class Agent::Impl {
   std::string iface_;  // the interface holding address_ ("" if none was found)
   Resources resources_;
   std::vector<std::string> gpu_devices_;
+  std::unique_ptr<GpuProbe> gpu_probe_;  // sampled by BuildHeartbeat (the session thread)
+  mutable std::mutex gpus_mu_;
+  mutable std::vector<GpuStatus> last_gpus_;  // GUARDED_BY(gpus_mu_)
   std::map<std::string, std::string> base_env_;  // the agent's environment at Start()
   int lock_fd_ = -1;
   std::unique_ptr<rpc::HeadClient> client_;

@@ -60,6 +60,13 @@ std::string NodeMetrics::Text() {
   if (w.Family("cohort_node_gpus", Type::kGauge,
                "GPU devices on this machine (CUDA_VISIBLE_DEVICES, else /dev/nvidia<N>)."))
     w.Sample({}, static_cast<double>(DetectGpuDevices().size()));
+  std::vector<prom::GpuGauge> gauges;
+  for (const GpuStatus& g : agent_.gpus())
+    gauges.push_back({{{"gpu", std::to_string(g.index)}, {"model", g.name}},
+                      g.utilization_percent,
+                      static_cast<double>(g.memory_used_bytes),
+                      static_cast<double>(g.memory_total_bytes)});
+  prom::WriteGpuFamilies(w, gauges);
   prom::WriteProcessFamilies(w, prom::ReadProcessStats());
   return w.Take();
 }

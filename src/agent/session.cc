@@ -282,6 +282,19 @@ rpc::AgentMessage Agent::Impl::BuildHeartbeat() const {
   const prom::HostMemory mem = prom::ReadHostMemory();
   if (mem.total_bytes > mem.available_bytes)
     hb->set_memory_used_bytes(static_cast<int64_t>(mem.total_bytes - mem.available_bytes));
+  if (gpu_probe_) {
+    std::vector<GpuStatus> gpus = gpu_probe_->Sample();
+    for (const GpuStatus& g : gpus) {
+      rpc::GpuStatus* out = hb->add_gpus();
+      out->set_index(g.index);
+      out->set_name(g.name);
+      out->set_memory_used_bytes(g.memory_used_bytes);
+      out->set_memory_total_bytes(g.memory_total_bytes);
+      out->set_utilization_percent(g.utilization_percent);
+    }
+    std::lock_guard<std::mutex> lock(gpus_mu_);
+    last_gpus_ = std::move(gpus);
+  }
   return msg;
 }
 

@@ -267,6 +267,30 @@ ProcessStats ReadProcessStats() {
   return s;
 }
 
+void WriteGpuFamilies(Writer& w, const std::vector<GpuGauge>& gpus) {
+  if (gpus.empty()) return;
+  struct Field {
+    const char* name;
+    const char* help;
+    double GpuGauge::*value;
+  };
+  const Field fields[] = {
+      {"cohort_node_gpu_utilization_percent",
+       "Share of the last sample period (0-100) in which a kernel ran on the GPU (NVML).",
+       &GpuGauge::utilization_percent},
+      {"cohort_node_gpu_memory_used_bytes", "GPU memory in use, every process together (NVML).",
+       &GpuGauge::memory_used_bytes},
+      {"cohort_node_gpu_memory_total_bytes", "GPU memory in all (NVML).", &GpuGauge::memory_total_bytes},
+  };
+  for (const Field& f : fields) {
+    bool any = false;
+    for (const GpuGauge& g : gpus) any = any || (g.*f.value >= 0 && std::isfinite(g.*f.value));
+    if (!any || !w.Family(f.name, Type::kGauge, f.help)) continue;
+    for (const GpuGauge& g : gpus)
+      if (g.*f.value >= 0 && std::isfinite(g.*f.value)) w.Sample(g.labels, g.*f.value);
+  }
+}
+
 void WriteProcessFamilies(Writer& w, const ProcessStats& s) {
   if (w.Family("process_resident_memory_bytes", Type::kGauge, "Resident memory size in bytes.")) w.Sample({}, s.resident_memory_bytes);
   if (w.Family("process_virtual_memory_bytes", Type::kGauge, "Virtual memory size in bytes.")) w.Sample({}, s.virtual_memory_bytes);

@@ -2,6 +2,9 @@
 // decisions live in the parts (job_manager.cc, node_table.cc, ...).
 #include "cluster.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "cohort/common/json.h"
 #include "cohort/common/logging.h"
 #include "cohort/storage/transfer.h"
@@ -65,6 +68,32 @@ rpc::HeadMessage Cluster::OnRegister(const rpc::Register& reg, const std::shared
   return reply;
 }
 
+namespace {
+
+// A heartbeat's GPUs, as far as they can be believed: at most 64, names
+// valid UTF-8 of at most 128 bytes, sizes >= 0 or -1, utilization 0-100 or -1.
+std::vector<NodeGpu> CheckedGpus(const rpc::Heartbeat& hb) {
+  constexpr int kMaxGpus = 64;
+  constexpr size_t kMaxName = 128;
+  std::vector<NodeGpu> out;
+  for (const rpc::GpuStatus& g : hb.gpus()) {
+    if (static_cast<int>(out.size()) >= kMaxGpus) break;
+    NodeGpu n;
+    n.index = std::clamp(g.index(), 0, 1 << 16);
+    n.name = SanitizeUtf8(std::string_view(g.name()).substr(0, kMaxName));
+    if (n.name.size() > kMaxName) n.name.resize(kMaxName);  // replacement characters can lengthen it
+    n.name = SanitizeUtf8(n.name);
+    n.memory_used_bytes = g.memory_used_bytes() >= 0 ? g.memory_used_bytes() : -1;
+    n.memory_total_bytes = g.memory_total_bytes() >= 0 ? g.memory_total_bytes() : -1;
+    const double u = g.utilization_percent();
+    n.utilization_percent = std::isfinite(u) && u >= 0 ? std::min(u, 100.0) : -1;
+    out.push_back(std::move(n));
+  }
+  return out;
+}
+
+}  // namespace
+
 void Cluster::OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg) {
   MutexLock lock(&mu_);
   Node* node = nodes_.Touch(session);
@@ -77,6 +106,7 @@ void Cluster::OnMessage(rpc::AgentSession& session, const rpc::AgentMessage& msg
     case rpc::AgentMessage::kMetrics: jobs_.OnMetrics(node_id, msg.metrics()); break;
     case rpc::AgentMessage::kHeartbeat:
       node->memory_used_bytes = std::max<int64_t>(0, msg.heartbeat().memory_used_bytes());
+      node->gpus = CheckedGpus(msg.heartbeat());
       jobs_.OnHeartbeat(node_id, msg.heartbeat());
       break;
     default: break;

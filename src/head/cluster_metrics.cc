@@ -50,6 +50,15 @@ void Cluster::WritePrometheus(prom::Writer& w) {
     for (const auto& [id, node] : nodes_.nodes())
       if (node.alive) w.Sample({{"node", id}}, static_cast<double>(node.memory_used_bytes));
   }
+  std::vector<prom::GpuGauge> gpus;
+  for (const auto& [id, node] : nodes_.nodes())
+    if (node.alive)
+      for (const NodeGpu& g : node.gpus)
+        gpus.push_back({{{"node", id}, {"gpu", std::to_string(g.index)}, {"model", g.name}},
+                        g.utilization_percent,
+                        static_cast<double>(g.memory_used_bytes),
+                        static_cast<double>(g.memory_total_bytes)});
+  prom::WriteGpuFamilies(w, gpus);
   if (w.Family("cohort_node_last_heartbeat_timestamp_seconds", Type::kGauge,
                "When the head last heard from each node's agent (unix time).")) {
     for (const auto& [id, node] : nodes_.nodes())

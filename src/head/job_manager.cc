@@ -944,6 +944,23 @@ Result<bool> JobManager::IsTerminal(const std::string& id) const {
   return jobs::IsTerminal(job->record.status);
 }
 
+namespace {
+
+// A node's GPUs for the cluster status; unknown values are null.
+nlohmann::json GpusJson(const std::vector<NodeGpu>& gpus) {
+  nlohmann::json out = nlohmann::json::array();
+  auto known = [](auto v) { return v >= 0 ? nlohmann::json(v) : nlohmann::json(nullptr); };
+  for (const NodeGpu& g : gpus)
+    out.push_back({{"index", g.index},
+                   {"name", g.name},
+                   {"memory_used_bytes", known(g.memory_used_bytes)},
+                   {"memory_total_bytes", known(g.memory_total_bytes)},
+                   {"utilization_percent", known(g.utilization_percent)}});
+  return out;
+}
+
+}  // namespace
+
 JobManager::json JobManager::ClusterStatus() {
   auto snapshot = Schedulable();
   json nodes = json::array();
@@ -960,6 +977,7 @@ JobManager::json JobManager::ClusterStatus() {
                      {"resources_used", s.used.ToJson()},
                      // the machine's memory in use, as its agent last reported it
                      {"memory_used_bytes", n ? n->memory_used_bytes : 0},
+                     {"gpus", n ? GpusJson(n->gpus) : json::array()},
                      {"last_heartbeat_ms", n ? n->last_seen_ms : 0}});
   }
   json pending = json::array();

@@ -24,6 +24,15 @@
 
 namespace cohort::head {
 
+// One GPU of a node, from its agent's heartbeats (checked: see Cluster).
+struct NodeGpu {
+  int index = 0;
+  std::string name;                 // valid UTF-8, at most 128 bytes
+  int64_t memory_used_bytes = -1;   // -1: unknown
+  int64_t memory_total_bytes = -1;
+  double utilization_percent = -1;  // 0-100; -1: unknown
+};
+
 struct Node {
   std::string node_id;
   std::string address;
@@ -35,6 +44,7 @@ struct Node {
   int64_t first_seen_ms = 0;
   int64_t last_seen_ms = 0;
   int64_t memory_used_bytes = 0;  // the machine's, from the last heartbeat
+  std::vector<NodeGpu> gpus;      // from the last heartbeat, at most 64
   std::shared_ptr<rpc::AgentSession> session;  // null while disconnected
 };
 

@@ -45,6 +45,47 @@ class ClusterMetricsTest : public testing::ClusterFixture {
   }
 };
 
+// Heartbeats carry each GPU's model, memory and utilization: the cluster
+// status and /metrics show them; what cannot be believed is cut down (at
+// most 64 GPUs, names of at most 128 bytes of valid UTF-8, utilization
+// 0-100, unknown values left out).
+TEST_F(ClusterMetricsTest, GpusFromHeartbeatsAreShownAndChecked) {
+  auto a = Join("node-a", 2);
+  rpc::AgentMessage m;
+  auto add = [&](int index, const std::string& name, int64_t used, int64_t total, double util) {
+    rpc::GpuStatus* g = m.mutable_heartbeat()->add_gpus();
+    g->set_index(index);
+    g->set_name(name);
+    g->set_memory_used_bytes(used);
+    g->set_memory_total_bytes(total);
+    g->set_utilization_percent(util);
+  };
+  add(0, "NVIDIA H200", int64_t{12} << 30, int64_t{141} << 30, 37);
+  add(1, "bad\xff\xfe name", -5, -1, std::nan(""));
+  add(2, std::string(1000, 'x'), 1, 2, 1e9);
+  for (int i = 3; i < 200; ++i) add(i, "G", 0, 0, 0);
+  cluster_->OnMessage(*a, m);
+
+  const json nodes = json::parse(cluster_->ClusterStatus().body)["nodes"];
+  ASSERT_EQ(nodes.size(), 1u);
+  const json& gpus = nodes[0]["gpus"];
+  ASSERT_EQ(gpus.size(), 64u);
+  EXPECT_EQ(gpus[0]["name"], "NVIDIA H200");
+  EXPECT_EQ(gpus[0]["memory_used_bytes"], int64_t{12} << 30);
+  EXPECT_EQ(gpus[0]["utilization_percent"], 37);
+  EXPECT_TRUE(gpus[1]["memory_used_bytes"].is_null());
+  EXPECT_TRUE(gpus[1]["utilization_percent"].is_null());
+  EXPECT_LE(gpus[2]["name"].get<std::string>().size(), 128u);
+  EXPECT_EQ(gpus[2]["utilization_percent"], 100);
+  EXPECT_NO_THROW((void)nodes.dump());  // valid UTF-8 throughout
+
+  const std::string t = Text();
+  EXPECT_EQ(Value(t, "cohort_node_gpu_utilization_percent{node=\"node-a\",gpu=\"0\",model=\"NVIDIA H200\"}"), 37);
+  EXPECT_EQ(Value(t, "cohort_node_gpu_memory_total_bytes{node=\"node-a\",gpu=\"0\",model=\"NVIDIA H200\"}"),
+            static_cast<double>(int64_t{141} << 30));
+  EXPECT_EQ(t.find("gpu=\"1\",model=\"bad"), std::string::npos) << "GPU 1's values are unknown: no samples";
+}
+
 TEST_F(ClusterMetricsTest, NodesJobsCountersAndHistograms) {
   std::string t = Text();
   EXPECT_EQ(Value(t, "cohort_nodes{state=\"alive\"}"), 0);

@@ -44,6 +44,15 @@ namespace cohort::agent {
 // and any custom names (Ray's vocabulary).
 using Resources = std::map<std::string, double>;
 
+// One of this node's GPUs as the agent last sampled it (src/agent/gpu_probe.h).
+struct GpuStatus {
+  int index = 0;                    // among the node's GPUs (0 = the first detected)
+  std::string name;                 // "NVIDIA H200"; "" when unknown
+  int64_t memory_used_bytes = -1;   // -1: unknown (no NVML)
+  int64_t memory_total_bytes = -1;  // -1: unknown
+  double utilization_percent = -1;  // 0-100 over the driver's last sample period; -1: unknown
+};
+
 // This machine's GPUs as the agent names them to workers: the entries of
 // CUDA_VISIBLE_DEVICES when it is set (set but empty: none), else "0".."n-1"
 // for the /dev/nvidia<N> device files.
@@ -128,6 +137,8 @@ class Agent {
   std::string advertise_address() const;
   // The totals sent to the head (after detection); empty before Start().
   Resources resources() const;
+  // The GPUs as last sampled (at each heartbeat); empty without GPUs.
+  std::vector<GpuStatus> gpus() const;
   // Whether a session with the head is registered right now.
   bool connected() const;
   // Workers whose process is running.

@@ -124,6 +124,18 @@ ProcessStats ReadProcessStats();
 // process_start_time_seconds.
 void WriteProcessFamilies(Writer& w, const ProcessStats& stats);
 
+// --- GPUs ------------------------------------------------------------------------
+
+struct GpuGauge {
+  Labels labels;                    // e.g. {{"node", id}, {"gpu", "0"}, {"model", "NVIDIA H200"}}
+  double utilization_percent = -1;  // < 0: unknown, no sample
+  double memory_used_bytes = -1;
+  double memory_total_bytes = -1;
+};
+// cohort_node_gpu_utilization_percent, cohort_node_gpu_memory_used_bytes and
+// cohort_node_gpu_memory_total_bytes, one sample per GPU whose value is known.
+void WriteGpuFamilies(Writer& w, const std::vector<GpuGauge>& gpus);
+
 // --- this machine (/proc/stat, /proc/meminfo) ------------------------------------------
 
 // The "cpu" line of /proc/stat in seconds per mode (user, nice, system, idle,
