@@ -10,6 +10,7 @@
 #include <fstream>
 #include <thread>
 
+#include "cohort/comm/nccl.h"
 #include "cohort/train/checkpoint_dir.h"
 #include "cohort/train/torch.h"
 
@@ -154,6 +155,69 @@ INSTANTIATE_TEST_SUITE_P(
              (info.param.overlap ? "_overlap" : "_after") +
              (info.param.bucket_bytes < 1024 ? "_small_buckets" : "_one_bucket");
     });
+
+// On GPUs (skipped without one; bench/gpu.sh runs them): CUDA parameters
+// through GradientSync give every rank the full batch's gradient, as on the
+// CPU. `devices[r]` is rank r's GPU; every rank's path starts with `path_prefix`.
+void ExpectFullBatchGradientsOnGpus(const std::vector<int>& devices, const std::string& path_prefix) {
+  const int world = static_cast<int>(devices.size()), per_rank = 8;
+  Batch batch = MakeBatch(world * per_rank);
+  auto ref = TinyModel(1);
+  torch::nn::functional::cross_entropy(ref->forward(batch.x), batch.y).backward();
+  comm::Options options;
+  options.transport = TransportKind::kShm;
+  options.read_env_overrides = false;
+  options.timeout = std::chrono::milliseconds(60000);
+  auto store = comm::NewMemoryStore();
+  std::vector<Status> results(world);
+  std::vector<std::string> paths(world);
+  std::vector<std::vector<torch::Tensor>> grads(world);
+  std::vector<std::thread> threads;
+  for (int r = 0; r < world; ++r) {
+    threads.emplace_back([&, r] {
+      const torch::Device dev(torch::kCUDA, devices[r]);
+      auto model = TinyModel(1 + r);  // rank 1 starts different: the broadcast must fix it
+      model->to(dev);
+      auto comm = comm::Communicator::Create(store, r, world, options);
+      if (!comm.ok()) {
+        results[r] = comm.status();
+        return;
+      }
+      auto sync = GradientSync::Create(**comm, *model);
+      if (!sync.ok()) {
+        results[r] = sync.status();
+        return;
+      }
+      paths[r] = (*sync)->path();
+      (*sync)->ZeroGrad();
+      auto xb = batch.x.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
+      auto yb = batch.y.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
+      torch::nn::functional::cross_entropy(model->forward(xb), yb).backward();
+      results[r] = (*sync)->Synchronize();
+      for (auto& p : model->parameters()) grads[r].push_back(p.grad().to(torch::kCPU));
+    });
+  }
+  for (auto& t : threads) t.join();
+  auto params = ref->parameters();
+  for (int r = 0; r < world; ++r) {
+    ASSERT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
+    EXPECT_EQ(paths[r].rfind(path_prefix, 0), 0u) << paths[r];
+    ASSERT_EQ(grads[r].size(), params.size());
+    for (size_t i = 0; i < params.size(); ++i)
+      EXPECT_LT((grads[r][i] - params[i].grad()).abs().max().item<double>(), 1e-5) << "rank " << r << " parameter " << i;
+  }
+}
+
+TEST(OnGpus, TwoRanksSharingAGpuAreHostStaged) {
+  if (!torch::cuda::is_available()) GTEST_SKIP() << "no CUDA device (or this libtorch has no CUDA)";
+  ExpectFullBatchGradientsOnGpus({0, 0}, "host-staged from cuda:0 over shm");
+}
+
+TEST(OnGpus, OneGpuPerRankUsesNccl) {
+  if (!torch::cuda::is_available() || torch::cuda::device_count() < 2) GTEST_SKIP() << "fewer than 2 CUDA devices";
+  if (!comm::DeviceCommunicator::Built()) GTEST_SKIP() << "built without NCCL (-DCOHORT_CUDA=ON)";
+  ExpectFullBatchGradientsOnGpus({0, 1}, "nccl on cuda:");
+}
 
 // Ranks that ask for different gradient paths fail at Create, both of them,
 // naming the disagreement (instead of running mismatched collectives).
