@@ -217,7 +217,11 @@ class NcclCommunicator final : public DeviceCommunicator {
 
   // After a call that enqueues: ncclInProgress is fine (non-blocking mode).
   Status Issued(ncclResult_t r, const char* what) {
-    if (r == ncclSuccess || r == ncclInProgress) return Status::Ok();
+    if (r == ncclSuccess) return Status::Ok();
+    // Non-blocking communicator: the call may still be enqueuing, and no
+    // other NCCL call may be made on it until its state leaves InProgress.
+    if (r == ncclInProgress)
+      return WaitForComm(Deadline::After(options_.timeout), std::string("enqueuing an NCCL ") + what);
     return Fail(Status::Internal(std::string("NCCL ") + what + " failed: " + ncclGetErrorString(r) + LastError()));
   }
 
