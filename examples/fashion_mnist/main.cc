@@ -16,6 +16,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <iostream>
+#include <optional>
 
 #include "cohort/comm/communicator.h"
 #include "cohort/comm/nccl.h"
@@ -48,6 +49,7 @@ struct Flags {
   int threads = 0;  // 0 = cores / local ranks
   bool profile = false;
   std::string device = "auto";  // auto | cpu | cuda | cuda:N
+  std::string device_path;        // "" = COHORT_DEVICE_PATH, else auto
 };
 
 // [N, 784] float in [0, 1] and [N] int64 labels.
@@ -166,6 +168,9 @@ int main(int argc, char** argv) {
   app.add_flag("--profile", f.profile, "Print where each step's time goes (rank 0)");
   app.add_option("--device", f.device,
                  "auto (a GPU when libtorch sees one), cpu, cuda (cuda:LOCAL_RANK) or cuda:N");
+  app.add_option("--device-path", f.device_path,
+                 "How GPU gradients are all-reduced: auto (NCCL when each rank has its own GPU), nccl or "
+                 "host-staged (env COHORT_DEVICE_PATH)");
   CLI11_PARSE(app, argc, argv);
 
   auto ctx_or = train::WorkerContext::FromEnv();
@@ -190,6 +195,12 @@ int main(int argc, char** argv) {
   auto test_split = train::LoadMnistSplit(f.data_dir, /*train=*/false);
   if (!test_split.ok()) Die(test_split.status().message());
   const torch::Device device = ResolveDevice(f.device, ctx.local_rank);
+  std::optional<train::GradientSyncOptions::DevicePath> device_path;
+  if (!f.device_path.empty()) {
+    auto path = train::ParseDevicePath(f.device_path);
+    if (!path.ok()) Die("--device-path: " + path.status().message(), 2);
+    device_path = *path;
+  }
   // The whole data set lives on the device (FashionMNIST: 220 MB as float32).
   Tensors train_data = ToTensors(*train_split, f.train_subset);
   Tensors test_data = ToTensors(*test_split, 0);
@@ -229,6 +240,7 @@ int main(int argc, char** argv) {
   sync_options.bucket_bytes = static_cast<size_t>(f.bucket_mb * 1024 * 1024);
   if (!f.grad_compression.empty()) sync_options.compression = *train::ParseGradCompression(f.grad_compression);
   sync_options.overlap = !f.no_overlap;
+  if (device_path) sync_options.device_path = *device_path;
   auto sync_or = train::GradientSync::Create(comm, *model, sync_options);  // broadcasts rank 0's weights
   Check(sync_or.status(), &comm);
   auto& sync = **sync_or;

@@ -121,6 +121,17 @@ TEST_F(FashionMnistE2E, TcpTransportGivesTheSameParameters) {
   EXPECT_LT(MaxParamDiff(Model("shm"), Model("tcp")), 1e-5);
 }
 
+// The GPU fallback's gradient path (copy out, reduce, copy back), forced on
+// CPU ranks: the same training as the direct shared-memory path.
+TEST_F(FashionMnistE2E, HostStagedGradientsGiveTheSameParameters) {
+  Proc shm = Train(2, "shm", "--epochs 1");
+  ASSERT_EQ(shm.exit_code, 0) << shm.output;
+  Proc staged = Train(2, "staged", "--epochs 1 --device-path host-staged");
+  ASSERT_EQ(staged.exit_code, 0) << staged.output;
+  EXPECT_NE(staged.output.find("gradients host-staged from cpu over shm"), std::string::npos) << staged.output;
+  EXPECT_LT(MaxParamDiff(Model("shm"), Model("staged")), 1e-5);
+}
+
 TEST_F(FashionMnistE2E, ResumeFromCheckpointMatchesAnUninterruptedRun) {
   const std::string ckpt = "--checkpoint-dir " + (dir_ / "ckpt").string();
   Proc full = Train(2, "full", "--epochs 2");

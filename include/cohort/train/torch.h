@@ -43,6 +43,7 @@ struct GradientSyncOptions {
   //                events: neither the host nor the device is synchronized).
   //   kHostStaged  copied to pinned host memory, all-reduced over shm/TCP and
   //                copied back, pipelined over the buckets (comm/staged.h).
+  // kAuto reads COHORT_DEVICE_PATH (auto, nccl, host-staged) when it is set.
   // Every rank takes the same path (agreed at Create). CPU parameters go
   // straight to shm/TCP, unless kHostStaged is asked for: then they are
   // staged through a separate buffer by the same code a GPU runs (the tests
@@ -50,6 +51,9 @@ struct GradientSyncOptions {
   enum class DevicePath { kAuto, kNccl, kHostStaged };
   DevicePath device_path = DevicePath::kAuto;
 };
+
+// "auto", "nccl", "host-staged" (InvalidArgument naming them otherwise).
+Result<GradientSyncOptions::DevicePath> ParseDevicePath(const std::string& text);
 
 // Averages the gradients of a module's parameters across ranks, like
 // PyTorch's DistributedDataParallel with gradient_as_bucket_view=True:

@@ -26,6 +26,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
 #include <cstring>
 #include <functional>
 #include <mutex>
@@ -195,11 +196,29 @@ std::string DeviceText(const PathVote& v) {
   return v.device_type == 0 ? std::string("cpu") : "cuda:" + std::to_string(v.device_index);
 }
 
+}  // namespace
+
+Result<GradientSyncOptions::DevicePath> ParseDevicePath(const std::string& text) {
+  using Path = GradientSyncOptions::DevicePath;
+  if (text == "auto") return Path::kAuto;
+  if (text == "nccl") return Path::kNccl;
+  if (text == "host-staged") return Path::kHostStaged;
+  return Status::InvalidArgument("gradient device path '" + text.substr(0, 64) +
+                                 "': expected auto, nccl or host-staged");
+}
+
+namespace {
+
 // Sets impl.device and impl.mode, the same on every rank. Collective when
 // world_size > 1 (one all-gather), whatever the devices.
-Status ChooseMode(comm::Communicator& comm, GradientSync::Impl& impl, const GradientSyncOptions& options) {
+Status ChooseMode(comm::Communicator& comm, GradientSync::Impl& impl, GradientSyncOptions options) {
   using Mode = GradientSync::Impl::Mode;
   using Path = GradientSyncOptions::DevicePath;
+  if (const char* env = std::getenv("COHORT_DEVICE_PATH"); options.device_path == Path::kAuto && env && *env) {
+    Result<Path> parsed = ParseDevicePath(env);
+    if (!parsed.ok()) return parsed.status().WithPrefix("COHORT_DEVICE_PATH");
+    options.device_path = *parsed;
+  }
   for (size_t i = 0; i < impl.params.size(); ++i) {
     const torch::Device d = impl.params[i].device();
     if (i == 0) impl.device = d;
