@@ -53,6 +53,7 @@ Resource ResourceFor(const std::string& kind) {
   if (kind == "Pod") return Resource::Pods();
   if (kind == "Service") return Resource::Services();
   if (kind == "Secret") return Resource::Secrets();
+  if (kind == "PersistentVolumeClaim") return Resource::PersistentVolumeClaims();
   return Resource::CohortClusters();
 }
 
@@ -156,6 +157,12 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
   COHORT_ASSIGN_OR_RETURN(json svcs, client_.List(Resource::Services(), ns, selector));
   COHORT_ASSIGN_OR_RETURN(json secrets, client_.List(Resource::Secrets(), ns, selector));
   Observed observed{pods["items"], svcs["items"], secrets["items"]};
+  // The head's state claim: listed only when asked for (RBAC on PVCs is
+  // needed only then).
+  if (fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "stateVolumeClaim").is_object()) {
+    COHORT_ASSIGN_OR_RETURN(json pvcs, client_.List(Resource::PersistentVolumeClaims(), ns, selector));
+    observed.pvcs = pvcs["items"];
+  }
   std::optional<AutoscalerInput> autoscale;
   const json& spec = fields::Field(cluster, "spec");
   bool autoscaling = fields::Bool(spec, "enableAutoscaling") && !fields::Bool(spec, "suspend");
@@ -191,7 +198,7 @@ Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& k
     ++actions_;
     if (s.ok()) {
       COHORT_LOG(INFO) << key << ": " << VerbName(a.verb) << " " << what << " (" << a.reason << ")";
-      if (a.kind == "Pod" || a.reason == "Autoscaled")
+      if (a.kind == "Pod" || a.kind == "PersistentVolumeClaim" || a.reason == "Autoscaled")
         (void)client_.RecordEvent(cluster, "Normal", a.reason,
                                   a.reason == "Autoscaled" ? "worker group replicas changed by the autoscaler"
                                                            : VerbName(a.verb) + "d " + what);

@@ -124,6 +124,28 @@ std::string IdleTimeoutError(const json& obj, const std::string& where) {
   return where + "idleTimeoutSeconds must be a number >= 0, not " + Shown(*it);
 }
 
+// headGroupSpec.stateVolumeClaim: absent, or {storage: a quantity > 0
+// (default 10Gi), storageClassName: a string, accessModes: access modes}.
+std::string StateClaimError(const json& claim) {
+  const std::string where = "headGroupSpec.stateVolumeClaim";
+  if (claim.is_null()) return "";
+  if (!claim.is_object()) return where + " must be an object, not " + Shown(claim);
+  const json& storage = Get(claim, "storage");
+  if (!storage.is_null() && !(storage.is_string() && ParseQuantity(storage.get<std::string>()) > 0))
+    return where + ".storage must be a quantity > 0 such as \"10Gi\", not " + Shown(storage);
+  const json& cls = Get(claim, "storageClassName");
+  if (!cls.is_null() && !cls.is_string()) return where + ".storageClassName must be a string, not " + Shown(cls);
+  const json& modes = Get(claim, "accessModes");
+  if (modes.is_null()) return "";
+  static const std::set<std::string> kModes = {"ReadWriteOnce", "ReadWriteOncePod", "ReadWriteMany", "ReadOnlyMany"};
+  if (!modes.is_array() || modes.empty()) return where + ".accessModes must be a non-empty array, not " + Shown(modes);
+  for (const auto& m : modes)
+    if (!m.is_string() || !kModes.count(m.get<std::string>()))
+      return where + ".accessModes: " + Shown(m) + " is not an access mode (ReadWriteOnce, ReadWriteOncePod, "
+             "ReadWriteMany, ReadOnlyMany)";
+  return "";
+}
+
 // A port from startParams ("6380"): 1..65535, else 0 (invalid).
 int ParsePort(const std::string& s) {
   if (s.empty() || s.size() > 5) return 0;
@@ -280,6 +302,7 @@ struct Ctx {
   int head_port = kHeadPort;
   int dashboard_port = kDashboardPort;
   bool secret_has_join_token = false;  // the Secret holds kJoinTokenKey (or will, once created)
+  bool persistent_state = false;       // headGroupSpec.stateVolumeClaim: the head's state on a PVC
   std::string HeadFqdn() const { return HeadServiceName(name) + "." + ns + ".svc." + opt.cluster_domain; }
 };
 
@@ -382,7 +405,13 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   json shm = {{"name", "shared-mem"}, {"emptyDir", {{"medium", "Memory"}}}};
   if (lim.memory > 0) shm["emptyDir"]["sizeLimit"] = FormatNumber(std::floor(lim.memory));
   EnsureVolume(spec, ctr, shm, "/dev/shm");
-  EnsureVolume(spec, ctr, {{"name", "cohort-state"}, {"emptyDir", json::object()}}, "/var/lib/cohort");
+  if (is_head && c.persistent_state) {
+    EnsureVolume(spec, ctr,
+                 {{"name", "cohort-state"}, {"persistentVolumeClaim", {{"claimName", StateClaimName(c.name)}}}},
+                 "/var/lib/cohort");
+  } else {
+    EnsureVolume(spec, ctr, {{"name", "cohort-state"}, {"emptyDir", json::object()}}, "/var/lib/cohort");
+  }
   EnsureVolume(spec, ctr,
                {{"name", "cohort-secrets"},
                 {"secret", {{"secretName", TokenSecretName(c.name)}, {"defaultMode", kSecretsMode}, {"items", items}}}},
@@ -398,6 +427,23 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   if (!spec.contains("restartPolicy")) spec["restartPolicy"] = "Always";
 
   return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", meta}, {"spec", spec}};
+}
+
+// The head's state claim (validated by StateClaimError).
+json BuildStateClaim(const Ctx& c, const json& claim) {
+  const json& storage = Get(claim, "storage");
+  const json& modes = Get(claim, "accessModes");
+  json spec = {{"accessModes", modes.is_array() ? modes : json::array({"ReadWriteOnce"})},
+               {"resources", {{"requests", {{"storage", storage.is_string() ? storage : json("10Gi")}}}}}};
+  if (const json& cls = Get(claim, "storageClassName"); cls.is_string()) spec["storageClassName"] = cls;
+  return {{"apiVersion", "v1"},
+          {"kind", "PersistentVolumeClaim"},
+          {"metadata",
+           {{"name", StateClaimName(c.name)},
+            {"namespace", c.ns},
+            {"labels", Labels(c.name, "head", "headgroup")},
+            {"ownerReferences", OwnerRef(c.cluster)}}},
+          {"spec", spec}};
 }
 
 json BuildHeadService(const Ctx& c) {
@@ -500,6 +546,7 @@ std::string VerbName(Action::Verb v) {
 
 std::string HeadServiceName(const std::string& cluster) { return cluster + "-head-svc"; }
 std::string TokenSecretName(const std::string& cluster) { return cluster + "-token"; }
+std::string StateClaimName(const std::string& cluster) { return cluster + "-head-state"; }
 
 double ParseQuantity(const std::string& q) {
   if (q.empty()) return 0;
@@ -574,6 +621,9 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
   else if (c.head_port <= 0 || c.dashboard_port <= 0) error = "headGroupSpec.startParams port/dashboard-port is invalid";
   else if (!groups.is_null() && !groups.is_array()) error = "spec.workerGroupSpecs must be an array, not " + Shown(groups);
   if (error.empty()) error = TemplateShapeError(head_spec, "headGroupSpec.");
+  const json& state_claim = Get(head_spec, "stateVolumeClaim");
+  if (error.empty()) error = StateClaimError(state_claim);
+  c.persistent_state = state_claim.is_object();
   if (error.empty()) {
     const json& ao = Get(spec, "autoscalerOptions");
     if (!ao.is_null() && !ao.is_object()) error = "spec.autoscalerOptions must be an object, not " + Shown(ao);
@@ -602,6 +652,9 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
 
   // Owned objects only.
   std::vector<const json*> pods, services, secrets;
+  bool have_claim = false;
+  for (const auto& v : observed.pvcs)
+    if (OwnedBy(v, c.uid) && Name(v) == StateClaimName(c.name)) have_claim = true;
   for (const auto& p : observed.pods) if (OwnedBy(p, c.uid)) pods.push_back(&p);
   for (const auto& s : observed.services) if (OwnedBy(s, c.uid)) services.push_back(&s);
   for (const auto& s : observed.secrets) if (OwnedBy(s, c.uid)) secrets.push_back(&s);
@@ -649,6 +702,12 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
     if (c.secret_has_join_token) a.body["stringData"][kJoinTokenKey] = options.new_join_token;
     r.actions.push_back(a);
   }
+
+  // The head's state volume: created once (its size and class are fixed then).
+  status["headStateVolume"] = c.persistent_state ? StateClaimName(c.name) : "emptyDir";
+  if (c.persistent_state && !have_claim)
+    r.actions.push_back({Action::Verb::kCreate, "PersistentVolumeClaim", StateClaimName(c.name),
+                         BuildStateClaim(c, state_claim), "CreatedStateVolumeClaim"});
 
   // Head service: created, or patched back when ports/selector/type drifted.
   json want_svc = BuildHeadService(c);

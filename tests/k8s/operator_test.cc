@@ -185,6 +185,31 @@ TEST(OperatorTest, ReconcileCreatesChildrenWritesStatusAndConverges) {
   EXPECT_TRUE(store.writes.empty());
 }
 
+// With headGroupSpec.stateVolumeClaim the operator lists and creates the
+// claim through the API (persistentvolumeclaims), once.
+TEST(OperatorTest, HeadStateClaimIsCreatedOnce) {
+  FakeStore store;
+  json cr = Cr(false);
+  cr["spec"]["headGroupSpec"]["stateVolumeClaim"] = {{"storage", "5Gi"}};
+  store.objects["cohortclusters"]["demo"] = cr;
+  KubeClient client(store.Config());
+  Operator op(client, OperatorOptions{});
+  auto r = op.ReconcileOnce("ns/demo");
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(Count(store, "POST persistentvolumeclaims"), 1);
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    ASSERT_TRUE(store.objects["persistentvolumeclaims"].count("demo-head-state"));
+    EXPECT_EQ(store.objects["persistentvolumeclaims"]["demo-head-state"]["spec"]["resources"]["requests"]["storage"],
+              "5Gi");
+    EXPECT_EQ(store.objects["cohortclusters"]["demo"]["status"]["headStateVolume"], "demo-head-state");
+    store.writes.clear();
+  }
+  r = op.ReconcileOnce("ns/demo");
+  ASSERT_TRUE(r.ok());
+  EXPECT_EQ(Count(store, "POST persistentvolumeclaims"), 0);
+}
+
 TEST(OperatorTest, AutoscalerReadsTheHeadWithTheSecretToken) {
   FakeStore store;
   store.objects["cohortclusters"]["demo"] = Cr(true);

@@ -50,7 +50,10 @@ struct World {
         cluster["metadata"]["generation"] = cluster["metadata"]["generation"].get<int>() + 1;
         continue;
       }
-      json& list = a.kind == "Pod" ? obs.pods : a.kind == "Service" ? obs.services : obs.secrets;
+      json& list = a.kind == "Pod"                     ? obs.pods
+                   : a.kind == "Service"               ? obs.services
+                   : a.kind == "PersistentVolumeClaim" ? obs.pvcs
+                                                       : obs.secrets;
       if (a.verb == Action::Verb::kCreate) {
         json o = a.body;
         ++counter;
@@ -242,6 +245,71 @@ TEST(ReconcileTest, CreateFromNothing) {
   EXPECT_EQ(r2.status["endpoints"]["dashboard"], "8265");
   EXPECT_EQ(r2.status["observedGeneration"], 1);
   EXPECT_EQ(r2.status["workerGroups"][0]["readyReplicas"], 3);
+}
+
+// headGroupSpec.stateVolumeClaim: a claim owned by the cluster, created once,
+// mounted as the head's state dir; a new head pod (the old one deleted)
+// mounts the same claim and nothing else is created. Without it: emptyDir.
+TEST(ReconcileTest, HeadStateOnAClaimSurvivesTheHeadPod) {
+  World w;
+  w.cluster = Cluster(1);
+  w.cluster["spec"]["headGroupSpec"]["stateVolumeClaim"] = {{"storage", "20Gi"}, {"storageClassName", "premium-rwo"}};
+  auto r = w.Step();
+  ASSERT_TRUE(r.error.empty()) << r.error;
+  EXPECT_EQ(r.status["headStateVolume"], "demo-head-state");
+  w.Apply(r);
+  ASSERT_EQ(w.obs.pvcs.size(), 1u);
+  const json& pvc = w.obs.pvcs[0];
+  EXPECT_EQ(pvc["metadata"]["name"], "demo-head-state");
+  EXPECT_EQ(pvc["metadata"]["ownerReferences"][0]["uid"], "uid-1");
+  EXPECT_EQ(pvc["spec"]["resources"]["requests"]["storage"], "20Gi");
+  EXPECT_EQ(pvc["spec"]["storageClassName"], "premium-rwo");
+  EXPECT_EQ(pvc["spec"]["accessModes"], json::array({"ReadWriteOnce"}));
+  auto head_state_volume = [&]() -> json {
+    for (const auto& p : w.obs.pods)
+      if (p["metadata"]["labels"][kLabelNodeType] == "head")
+        for (const auto& v : p["spec"]["volumes"])
+          if (v["name"] == "cohort-state") return v;
+    return nullptr;
+  };
+  EXPECT_EQ(head_state_volume()["persistentVolumeClaim"]["claimName"], "demo-head-state");
+  for (const auto& p : w.obs.pods)  // workers keep their scratch state on emptyDir
+    if (p["metadata"]["labels"][kLabelNodeType] != "head")
+      for (const auto& v : p["spec"]["volumes"])
+        if (v["name"] == "cohort-state") EXPECT_TRUE(v.contains("emptyDir")) << v.dump();
+  EXPECT_TRUE(w.Step().actions.empty());
+
+  // The head pod is lost: one new head pod, on the same claim; no new claim.
+  json kept = json::array();
+  for (const auto& p : w.obs.pods)
+    if (p["metadata"]["labels"][kLabelNodeType] != "head") kept.push_back(p);
+  w.obs.pods = kept;
+  r = w.Step();
+  ASSERT_EQ(r.actions.size(), 1u);
+  EXPECT_EQ(r.actions[0].reason, "CreatedHeadPod");
+  w.Apply(r);
+  EXPECT_EQ(head_state_volume()["persistentVolumeClaim"]["claimName"], "demo-head-state");
+  EXPECT_EQ(w.obs.pvcs.size(), 1u);
+
+  // Without the field: the head's state is on an emptyDir, and no claim.
+  World plain;
+  plain.cluster = Cluster(1);
+  r = plain.Step();
+  EXPECT_EQ(r.status["headStateVolume"], "emptyDir");
+  for (const auto& a : r.actions) EXPECT_NE(a.kind, "PersistentVolumeClaim");
+}
+
+TEST(ReconcileTest, AStateClaimThatCannotBeMadeIsAnInvalidSpec) {
+  for (const json& bad : {json("10Gi"), json{{"storage", "lots"}}, json{{"storage", "0"}},
+                          json{{"storageClassName", 5}}, json{{"accessModes", json::array()}},
+                          json{{"accessModes", {"ReadWriteSometimes"}}}}) {
+    World w;
+    w.cluster = Cluster(1);
+    w.cluster["spec"]["headGroupSpec"]["stateVolumeClaim"] = bad;
+    auto r = w.Step();
+    EXPECT_NE(r.error.find("stateVolumeClaim"), std::string::npos) << bad.dump() << ": " << r.error;
+    EXPECT_TRUE(r.actions.empty()) << bad.dump();
+  }
 }
 
 TEST(ReconcileTest, IdempotentAfterApply) {

@@ -210,6 +210,7 @@ const RBAC = {
   "|pods": "create,delete,get,list,patch,update,watch",
   "|services": "create,delete,get,list,patch,update,watch",
   "|secrets": "create,delete,get,list,patch,update,watch",
+  "|persistentvolumeclaims": "create,list",  // headGroupSpec.stateVolumeClaim
   "|events": "create,patch",
   "cohort.dev|cohortclusters": "get,list,patch,update,watch",
   "cohort.dev|cohortclusters/status": "get,patch,update",

@@ -67,6 +67,8 @@ struct Observed {
   nlohmann::json pods = nlohmann::json::array();
   nlohmann::json services = nlohmann::json::array();
   nlohmann::json secrets = nlohmann::json::array();
+  // Listed only when headGroupSpec.stateVolumeClaim is set.
+  nlohmann::json pvcs = nlohmann::json::array();
 };
 
 struct ReconcileOptions {
@@ -99,6 +101,11 @@ ReconcileResult Reconcile(const nlohmann::json& cluster, const Observed& observe
 // Helpers shared with the operator and tests.
 std::string HeadServiceName(const std::string& cluster);
 std::string TokenSecretName(const std::string& cluster);
+// The head's state volume (headGroupSpec.stateVolumeClaim): "<cluster>-head-state".
+// Owned by the CohortCluster: deleting the cluster deletes the head's state;
+// deleting the head pod does not (the new head pod mounts the same claim,
+// recovers its job records, and the running jobs re-attach).
+std::string StateClaimName(const std::string& cluster);
 // Kubernetes quantities: "500m" -> 0.5, "4" -> 4, "12Gi" -> 12*2^30. Always
 // finite: a malformed quantity, or one beyond double's range ("1e300Ei"), is 0.
 double ParseQuantity(const std::string& q);
