@@ -349,7 +349,12 @@ JobReconcileResult ReconcileJob(const json& job, const JobObserved& observed, co
   } else if (head_status == "SUCCEEDED") {
     SetCondition(status, "Running", false, "Succeeded", "", now);
     transition("Succeeded", true, "Succeeded", "the job succeeded");
-    if (const json& res = Field(head_job, "results"); !res.is_null()) status["results"] = res;
+    if (const json& res = Field(head_job, "results"); res.is_array()) {
+      json kept = json::array();  // the status stays small: the first 100 objects
+      for (const auto& o : res)
+        if (o.is_object() && kept.size() < 100) kept.push_back(o);
+      status["results"] = kept;
+    }
     status["endTime"] = now;
   } else if (head_status == "FAILED" || head_status == "STOPPED") {
     SetCondition(status, "Running", false, head_status == "FAILED" ? "Failed" : "Stopped", "", now);

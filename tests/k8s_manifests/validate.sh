@@ -15,11 +15,13 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
 chart=deploy/helm/cohort-operator
 crd=deploy/crds/cohort.dev_cohortclusters.yaml
+job_crd=deploy/crds/cohort.dev_cohortjobs.yaml
 out="$(mktemp -d "${TMPDIR:-/tmp}/cohort-k8s.XXXXXX")"
 trap 'rm -rf "$out"' EXIT
 
 echo "== CRD copy in the chart"
 cmp "$crd" "$chart/crds/$(basename "$crd")"
+cmp "$job_crd" "$chart/crds/$(basename "$job_crd")"
 echo "identical"
 
 echo "== render $chart (defaults; watchNamespace=training, leaderElection off)"
@@ -51,6 +53,6 @@ if ((rc != 0)); then
   echo "SKIP: the npm packages (kubernetes-models, ajv) could not be installed (ensure.sh exit $rc): is node/npm installed and the npm registry reachable?" >&2
   exit 77
 fi
-node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --rbac \
-  "$crd" deploy/examples/*.yaml "$out"/default/*.yaml
-node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" "$out"/namespaced/*.yaml
+node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --crd "$job_crd" --rbac \
+  "$crd" "$job_crd" deploy/examples/*.yaml "$out"/default/*.yaml
+node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --crd "$job_crd" "$out"/namespaced/*.yaml

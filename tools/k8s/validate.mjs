@@ -2,7 +2,7 @@
 // (kubernetes-models: ajv validators generated from the published OpenAPI
 // spec) and CohortCluster objects against the CRD's own openAPIV3Schema.
 //
-//   node validate.mjs --modules DIR --crd CRD.yaml [--rbac] FILE.yaml...
+//   node validate.mjs --modules DIR --crd CRD.yaml [--crd CRD2.yaml...] [--rbac] FILE.yaml...
 //
 // DIR is the node_modules directory tools/k8s/ensure.sh installed. Per object:
 //  * the kubernetes-models validator of its apiVersion/kind (types, required,
@@ -10,12 +10,15 @@
 //    --validate=strict) from the models' type declarations;
 //  * the CRD: extra structural checks (every schema node typed, printer
 //    columns resolve, CEL rules known to this script);
-//  * a CohortCluster: the CRD schema with ajv after applying its defaults
-//    (x-kubernetes-* keywords ignored), the CRD's CEL rules (each one has a JS
-//    equivalent below), and every pod template as a core/v1 PodTemplateSpec;
+//  * an object of a CRD's kind (CohortCluster, CohortJob): the CRD schema
+//    with ajv after applying its defaults (x-kubernetes-* keywords ignored),
+//    the CRD's CEL rules (each one has a JS equivalent below); every pod
+//    template as a core/v1 PodTemplateSpec; a CohortJob's clusterSpec as a
+//    CohortCluster's spec;
 //  * with --rbac, the operator's (Cluster)Role rules must be exactly the
 //    verbs the operator uses.
-// Then self-tests: known-bad variants of the first CohortCluster must fail.
+// Then self-tests: known-bad variants of the first CohortCluster and the
+// first CohortJob must fail.
 // Exit 0 when all is well, 1 otherwise.
 import fs from "node:fs";
 import path from "node:path";
@@ -23,15 +26,15 @@ import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 
 const args = process.argv.slice(2);
-let modules = "", crdPath = "", checkRbac = false;
-const files = [];
+let modules = "", checkRbac = false;
+const files = [], crdPaths = [];
 for (let i = 0; i < args.length; i++) {
   if (args[i] === "--modules") modules = args[++i];
-  else if (args[i] === "--crd") crdPath = args[++i];
+  else if (args[i] === "--crd") crdPaths.push(args[++i]);
   else if (args[i] === "--rbac") checkRbac = true;
   else files.push(args[i]);
 }
-if (!modules || !crdPath) {
+if (!modules || !crdPaths.length) {
   console.error("usage: validate.mjs --modules NODE_MODULES --crd CRD.yaml [--rbac] FILE...");
   process.exit(2);
 }
@@ -119,10 +122,13 @@ async function podTemplateErrors(tpl, where) {
   return errs;
 }
 
-// ---- The CRD and its schema.
-const crd = YAML.parse(fs.readFileSync(crdPath, "utf8"));
-const version = crd.spec.versions.find((v) => v.storage);
-const openapi = version.schema.openAPIV3Schema;
+// ---- The CRDs and their schemas, by kind.
+const crds = {};
+for (const crdPath of crdPaths) {
+  const crd = YAML.parse(fs.readFileSync(crdPath, "utf8"));
+  const version = crd.spec.versions.find((v) => v.storage);
+  crds[crd.spec.names.kind] = { path: crdPath, crd, version, openapi: version.schema.openAPIV3Schema };
+}
 
 // Each CEL rule in the CRD, in JS (self = the object the rule sits on, after defaulting).
 const CEL = {
@@ -131,9 +137,12 @@ const CEL = {
   "self.minReplicas <= self.maxReplicas": (s) => s.minReplicas <= s.maxReplicas,
   "self.minReplicas <= self.replicas && self.replicas <= self.maxReplicas":
     (s) => s.minReplicas <= s.replicas && s.replicas <= s.maxReplicas,
+  "!has(self.metadata.name) || size(self.metadata.name) <= 45":
+    (s) => !(s.metadata && "name" in s.metadata) || s.metadata.name.length <= 45,
+  "has(self.clusterSpec) != has(self.clusterSelector)": (s) => ("clusterSpec" in s) !== ("clusterSelector" in s),
 };
 
-function crdStructuralErrors() {
+function crdStructuralErrors({ openapi, version }) {
   const errs = [];
   const walk = (node, at) => {
     if (!node || typeof node !== "object") return;
@@ -182,7 +191,7 @@ function stripX(node) {
 }
 const ajv = new Ajv({ allErrors: true, strict: false, useDefaults: true });
 addFormats(ajv);
-const crValidate = ajv.compile(stripX(openapi));
+for (const c of Object.values(crds)) c.validate = ajv.compile(stripX(c.openapi));
 
 function celErrors(obj, schema, at, errs) {
   if (obj === null || typeof obj !== "object" || !schema) return;
@@ -194,12 +203,18 @@ function celErrors(obj, schema, at, errs) {
   else for (const [k, v] of Object.entries(obj)) if (schema.properties?.[k]) celErrors(v, schema.properties[k], `${at}/${k}`, errs);
 }
 
-async function cohortClusterErrors(cr0, where) {
+async function customObjectErrors(cr0, where) {
+  const { crd, version, openapi, validate } = crds[cr0.kind];
   const cr = structuredClone(cr0); // ajv applies the CRD's defaults in place, like the API server
   const errs = [];
   if (cr.apiVersion !== `${crd.spec.group}/${version.name}`) errs.push(`${where}: apiVersion must be ${crd.spec.group}/${version.name}`);
-  if (!crValidate(cr)) for (const e of crValidate.errors) errs.push(`${where}${e.instancePath}: ${e.message}`);
+  if (!validate(cr)) for (const e of validate.errors) errs.push(`${where}${e.instancePath}: ${e.message}`);
   else celErrors(cr, openapi, where, errs);
+  if (cr.kind === "CohortJob" && cr.spec?.clusterSpec) {
+    if (!crds.CohortCluster) errs.push(`${where}: a clusterSpec needs the CohortCluster CRD (--crd) to be checked`);
+    else errs.push(...(await customObjectErrors({ apiVersion: cr.apiVersion, kind: "CohortCluster",
+      metadata: { name: `${cr.metadata?.name}-cluster` }, spec: cr.spec.clusterSpec }, `${where}/spec/clusterSpec`)));
+  }
   if (cr.spec?.headGroupSpec?.template) errs.push(...(await podTemplateErrors(cr.spec.headGroupSpec.template, `${where}/spec/headGroupSpec/template`)));
   for (const [i, g] of (cr.spec?.workerGroupSpecs || []).entries())
     if (g.template) errs.push(...(await podTemplateErrors(g.template, `${where}/spec/workerGroupSpecs/${i}/template`)));
@@ -212,8 +227,10 @@ const RBAC = {
   "|secrets": "create,delete,get,list,patch,update,watch",
   "|persistentvolumeclaims": "create,list",  // headGroupSpec.stateVolumeClaim
   "|events": "create,patch",
-  "cohort.dev|cohortclusters": "get,list,patch,update,watch",
+  "cohort.dev|cohortclusters": "create,delete,get,list,patch,update,watch",
   "cohort.dev|cohortclusters/status": "get,patch,update",
+  "cohort.dev|cohortjobs": "delete,get,list,patch,update,watch",
+  "cohort.dev|cohortjobs/status": "get,patch,update",
   "coordination.k8s.io|leases": "create,get,update",
 };
 const rbacSeen = {};
@@ -230,11 +247,11 @@ function collectRbac(obj, where) {
 }
 
 // ---- Run.
-let firstCR = null;
-{
-  const errs = crdStructuralErrors();
-  errs.forEach((e) => fail(crdPath, e));
-  if (!errs.length) ok(crdPath, "structural schema, printer columns, CEL rules, status subresource");
+const firstCR = {};  // by kind
+for (const c of Object.values(crds)) {
+  const errs = crdStructuralErrors(c);
+  errs.forEach((e) => fail(c.path, e));
+  if (!errs.length) ok(c.path, "structural schema, printer columns, CEL rules, status subresource");
 }
 for (const file of files) {
   const docs = YAML.parseAllDocuments(fs.readFileSync(file, "utf8"), { uniqueKeys: true });
@@ -246,15 +263,15 @@ for (const file of files) {
     n++;
     const where = `${path.basename(file)}#${i} ${obj.kind}/${obj.metadata?.name}`;
     let errs;
-    if (obj.kind === crd.spec.names.kind) {
-      errs = await cohortClusterErrors(obj, where);
-      firstCR ||= obj;
+    if (obj.kind in crds) {
+      errs = await customObjectErrors(obj, where);
+      firstCR[obj.kind] ||= obj;
     } else {
       errs = await k8sErrors(obj, where);
       if (checkRbac) errs.push(...collectRbac(obj, where));
     }
     errs.forEach((e) => fail(file, e));
-    if (!errs.length) ok(where, obj.kind === crd.spec.names.kind ? "valid against the CRD schema + CEL + PodTemplateSpec" : `valid ${obj.apiVersion} ${obj.kind}`);
+    if (!errs.length) ok(where, obj.kind in crds ? "valid against the CRD schema + CEL + PodTemplateSpec" : `valid ${obj.apiVersion} ${obj.kind}`);
   }
   if (!n) fail(file, "no objects");
 }
@@ -266,7 +283,25 @@ if (checkRbac) {
 }
 
 // Self-tests: the validators must reject these.
-if (firstCR) {
+if (firstCR.CohortJob) {
+  const bad = {
+    "no entrypoint": (j) => { delete j.spec.entrypoint; },
+    "both clusterSpec and clusterSelector": (j) => { j.spec.clusterSpec ||= {}; j.spec.clusterSelector = { clusterName: "x" }; },
+    "neither clusterSpec nor clusterSelector": (j) => { delete j.spec.clusterSpec; delete j.spec.clusterSelector; },
+    "backoffLimit negative": (j) => { j.spec.backoffLimit = -1; },
+    "name longer than 45": (j) => { j.metadata.name = "x".repeat(46); },
+    "unknown spec field": (j) => { j.spec.shutdownAfterFinish = true; },
+    "clusterSpec without a head": (j) => { j.spec.clusterSpec = { workerGroupSpecs: [] }; delete j.spec.clusterSelector; },
+  };
+  for (const [name, mutate] of Object.entries(bad)) {
+    const j = structuredClone(firstCR.CohortJob);
+    mutate(j);
+    const errs = await customObjectErrors(j, "selftest");
+    if (errs.length) ok(`self-test CohortJob "${name}"`, `rejected (${errs[0].replace(/^selftest/, "")})`);
+    else fail(`self-test CohortJob "${name}"`, "was accepted");
+  }
+}
+if (firstCR.CohortCluster) {
   const bad = {
     "minReplicas > maxReplicas": (c) => { c.spec.workerGroupSpecs[0].minReplicas = 5; c.spec.workerGroupSpecs[0].maxReplicas = 2; c.spec.workerGroupSpecs[0].replicas = 2; },
     "replicas > maxReplicas": (c) => { c.spec.workerGroupSpecs[0].replicas = c.spec.workerGroupSpecs[0].maxReplicas + 1; },
@@ -282,9 +317,9 @@ if (firstCR) {
     "containerPort not an integer": (c) => { c.spec.headGroupSpec.template.spec.containers[0].ports = [{ containerPort: "http" }]; },
   };
   for (const [name, mutate] of Object.entries(bad)) {
-    const c = structuredClone(firstCR);
+    const c = structuredClone(firstCR.CohortCluster);
     mutate(c);
-    const errs = await cohortClusterErrors(c, "selftest");
+    const errs = await customObjectErrors(c, "selftest");
     if (errs.length) ok(`self-test "${name}"`, `rejected (${errs[0].replace(/^selftest/, "")})`);
     else fail(`self-test "${name}"`, "was accepted");
   }
