@@ -336,7 +336,8 @@ JobReconcileResult ReconcileJob(const json& job, const JobObserved& observed, co
   // --- the head's view ------------------------------------------------------------------
   status["jobStatus"] = head_status;
   status["jobId"] = Str(head_job, "job_id", submission);
-  if (const std::string m = Str(head_job, "message"); !m.empty()) status["message"] = Clip(m);
+  const std::string head_message = Str(head_job, "message");
+  status["message"] = Clip(head_message.empty() ? "job " + head_status : head_message);
   if (observed.metrics && observed.metrics->is_object()) {
     const json& old = Field(status, "progress");
     const int64_t last = old.is_object() && Field(old, "updatedMs").is_number_integer() ? old["updatedMs"].get<int64_t>() : -1;

@@ -4,7 +4,9 @@
 
 #include <unistd.h>
 
+#include <cstring>
 #include <random>
+#include <tuple>
 #include <thread>
 #include <vector>
 
@@ -49,6 +51,33 @@ Result<json> GetHeadJson(const std::string& url, const std::string& token) {
   }
 }
 
+// The default call_head: libcurl, 10 s.
+Result<OperatorOptions::HeadReply> CallHead(const std::string& method, const std::string& url, const std::string& token,
+                                            const std::string& body) {
+  net::HttpRequest req;
+  req.method = method;
+  req.url = url;
+  if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
+  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  req.body = body;
+  req.total_timeout = milliseconds(10000);
+  req.stall_timeout = milliseconds(0);
+  COHORT_ASSIGN_OR_RETURN(net::HttpResponse resp, net::SendHttp(req));
+  return OperatorOptions::HeadReply{resp.status, resp.body};
+}
+
+// A reply's body as JSON (null when it is not JSON).
+json ParseOrNull(const std::string& body) {
+  try {
+    return json::parse(body);
+  } catch (const std::exception&) {
+    return json();
+  }
+}
+
+// "job:ns/name" <-> a CohortJob's key.
+constexpr const char* kJobKeyPrefix = "job:";
+
 Resource ResourceFor(const std::string& kind) {
   if (kind == "Pod") return Resource::Pods();
   if (kind == "Service") return Resource::Services();
@@ -69,6 +98,7 @@ std::string Hostname() {
 
 Operator::Operator(KubeClient& client, OperatorOptions options) : client_(client), options_(std::move(options)) {
   if (!options_.fetch_head_status) options_.fetch_head_status = GetHeadJson;
+  if (!options_.call_head) options_.call_head = CallHead;
   if (options_.identity.empty()) options_.identity = Hostname() + "_" + RandomHex(4);
   if (options_.lease_namespace.empty()) options_.lease_namespace = client_.config().default_namespace;
 }
@@ -136,7 +166,173 @@ std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const jso
   return in;
 }
 
+Result<std::pair<std::string, std::string>> Operator::HeadAccess(const json& cluster) {
+  const std::string name = fields::Meta(cluster, "name");
+  std::string ns = fields::Meta(cluster, "namespace");
+  if (ns.empty()) ns = "default";
+  COHORT_ASSIGN_OR_RETURN(json secret, client_.Get(Resource::Secrets(), ns, TokenSecretName(name)));
+  std::string token;
+  const json& data = fields::Field(fields::Field(secret, "data"), kTokenKey);
+  const json& string_data = fields::Field(fields::Field(secret, "stringData"), kTokenKey);
+  if (data.is_string()) {
+    if (!cohort::Base64Decode(data.get<std::string>(), &token)) token.clear();
+  } else if (string_data.is_string()) {
+    token = string_data.get<std::string>();
+  }
+  if (token.empty()) return Status::FailedPrecondition("the Secret " + TokenSecretName(name) + " has no token");
+  std::string port = std::to_string(kDashboardPort);
+  const json& hp = fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "startParams");
+  if (std::string p = fields::Str(hp, "dashboard-port");
+      !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos)
+    port = p;
+  return std::make_pair("http://" + HeadServiceName(name) + "." + ns + ".svc." + options_.cluster_domain + ":" + port,
+                        token);
+}
+
+Result<std::optional<milliseconds>> Operator::ReconcileJobOnce(const std::string& key) {
+  auto slash = key.find('/');
+  if (slash == std::string::npos) return Status::InvalidArgument("bad key " + key);
+  const std::string ns = key.substr(0, slash), name = key.substr(slash + 1);
+  auto got = client_.Get(Resource::CohortJobs(), ns, name);
+  if (!got.ok()) {
+    if (got.status().code() == StatusCode::kNotFound) return std::optional<milliseconds>();
+    return got.status();
+  }
+  json job = *got;
+  if (!job.is_object() || !fields::Field(job, "metadata").is_object())
+    return Status::Internal("GET cohortjob " + key + ": not a Kubernetes object");
+  if (!fields::Field(job["metadata"], "deletionTimestamp").is_null()) return std::optional<milliseconds>();
+  const json& spec = fields::Field(job, "spec");
+  const std::string submission = fields::Str(fields::Field(job, "status"), "submissionId");
+
+  // The cluster: its own, or the one the selector names.
+  JobObserved obs;
+  const json& selector = fields::Field(spec, "clusterSelector");
+  std::string cluster_name = fields::Field(spec, "clusterSpec").is_object() ? JobClusterName(name)
+                                                                            : fields::Str(selector, "clusterName");
+  if (!cluster_name.empty()) {
+    auto c = client_.Get(Resource::CohortClusters(), ns, cluster_name);
+    if (c.ok()) obs.cluster = *c;
+    else if (c.status().code() != StatusCode::kNotFound) return c.status();
+  } else if (const json& labels = fields::Field(selector, "matchLabels"); labels.is_object() && !labels.empty()) {
+    std::string sel;
+    for (auto it = labels.begin(); it != labels.end(); ++it)
+      if (it->is_string()) sel += (sel.empty() ? "" : ",") + it.key() + "=" + it->get<std::string>();
+    COHORT_ASSIGN_OR_RETURN(json list, client_.List(Resource::CohortClusters(), ns, sel));
+    const json& items = fields::Field(list, "items");
+    if (items.is_array() && !items.empty()) {
+      const json* first = nullptr;  // the first by name: the same one every pass
+      for (const auto& i : items)
+        if (first == nullptr || fields::Meta(i, "name") < fields::Meta(*first, "name")) first = &i;
+      obs.cluster = *first;
+    }
+  }
+
+  // The head: its answer about our submission, and the latest report.
+  std::string base, token;
+  if (obs.cluster) {
+    auto access = HeadAccess(*obs.cluster);
+    if (access.ok()) {
+      std::tie(base, token) = *access;
+      const std::string path = submission.empty() ? "/api/version" : "/api/jobs/" + submission;
+      auto reply = options_.call_head("GET", base + path, token, "");
+      if (reply.ok() && reply->status > 0) {
+        obs.head_reachable = reply->status == 200 || reply->status == 404;
+        if (!submission.empty() && reply->status == 200) {
+          json details = ParseOrNull(reply->body);
+          if (details.is_object()) obs.head_job = details;
+        }
+      }
+      if (obs.head_job && fields::Str(*obs.head_job, "status") != "PENDING") {
+        auto m = options_.call_head("GET", base + "/api/jobs/" + submission + "/metrics", token, "");
+        if (m.ok() && m->status == 200) {
+          const json parsed = ParseOrNull(m->body);
+          const json& reports = fields::Field(parsed, "metrics");
+          if (reports.is_array())  // rank 0's last report, else anyone's
+            for (const auto& rep : reports)
+              if (rep.is_object() && (fields::Field(rep, "rank") == 0 || !obs.metrics)) obs.metrics = rep;
+        }
+      }
+    }
+  }
+
+  JobReconcileOptions jo;
+  const auto wall = std::chrono::system_clock::now();
+  jo.now = FormatMicroTime(wall).substr(0, 19) + "Z";
+  jo.now_ms = std::chrono::duration_cast<milliseconds>(wall.time_since_epoch()).count();
+  jo.progress_interval_ms = options_.job_poll_ms * 2;
+  JobReconcileResult r = ReconcileJob(job, obs, jo);
+  if (!r.error.empty()) COHORT_LOG(WARN) << key << ": " << r.error;
+
+  // The status first: the submission id is recorded before the call that uses it.
+  if (r.status_changed) {
+    json updated = job;
+    updated["status"] = r.status;
+    auto u = client_.UpdateStatus(Resource::CohortJobs(), ns, name, updated);
+    if (!u.ok()) {
+      if (IsConflict(u.status())) return std::optional<milliseconds>(milliseconds(500));
+      return u.status();
+    }
+  }
+  for (const auto& e : r.events)
+    (void)client_.RecordEvent(job, e.warning ? "Warning" : "Normal", e.reason, e.message);
+
+  Status first_error;
+  for (const auto& a : r.actions) {
+    Status s;
+    switch (a.kind) {
+      case JobAction::Kind::kCreateCluster: {
+        auto c = client_.Create(Resource::CohortClusters(), ns, a.body);
+        s = c.ok() || c.status().code() == StatusCode::kAlreadyExists ? Status::Ok() : c.status();
+        break;
+      }
+      case JobAction::Kind::kDeleteCluster: s = client_.Delete(Resource::CohortClusters(), ns, a.name); break;
+      case JobAction::Kind::kDeleteJob:
+        s = client_.Delete(Resource::CohortJobs(), ns, name, fields::Meta(job, "uid"));
+        break;
+      case JobAction::Kind::kSubmit:
+      case JobAction::Kind::kStopJob: {
+        if (base.empty()) {
+          s = Status::Unavailable("the head of the job's cluster is not reachable");
+          break;
+        }
+        const bool submit = a.kind == JobAction::Kind::kSubmit;
+        auto reply = submit ? options_.call_head("POST", base + "/api/jobs/", token, a.body.dump())
+                            : options_.call_head("POST", base + "/api/jobs/" + a.name + "/stop", token, "");
+        if (!reply.ok()) {
+          s = reply.status();
+        } else if (reply->status == 200) {
+          s = Status::Ok();
+        } else if (submit && reply->status == 400 && reply->body.find("already exists") != std::string::npos) {
+          s = Status::Ok();  // submitted before (an earlier pass or operator): the same id, one job
+        } else {
+          s = Status::Unavailable((submit ? "POST /api/jobs/: HTTP " : "POST stop: HTTP ") +
+                                  std::to_string(reply->status) + " " + reply->body.substr(0, 300));
+        }
+        break;
+      }
+    }
+    ++actions_;
+    if (s.ok()) {
+      COHORT_LOG(INFO) << key << ": " << JobActionName(a.kind) << " " << a.name << " (" << a.reason << ")";
+      (void)client_.RecordEvent(job, "Normal", a.reason, a.message);
+    } else {
+      COHORT_LOG(WARN) << key << ": " << JobActionName(a.kind) << " " << a.name << ": " << s.ToString();
+      (void)client_.RecordEvent(job, "Warning", "Failed" + a.reason, s.message());
+      if (first_error.ok()) first_error = s;
+    }
+  }
+  if (!first_error.ok()) return first_error;
+  if (!r.actions.empty()) return std::optional<milliseconds>(milliseconds(1000));
+  if (!fields::Str(r.status, "endTime").empty()) {
+    if (!fields::Bool(spec, "shutdownAfterJobFinishes")) return std::optional<milliseconds>();
+    return std::optional<milliseconds>(milliseconds(5000));  // the TTL's end is at most this late
+  }
+  return std::optional<milliseconds>(milliseconds(options_.job_poll_ms));
+}
+
 Result<std::optional<milliseconds>> Operator::ReconcileOnce(const std::string& key) {
+  if (key.rfind(kJobKeyPrefix, 0) == 0) return ReconcileJobOnce(key.substr(std::strlen(kJobKeyPrefix)));
   auto slash = key.find('/');
   std::string ns = key.substr(0, slash), name = key.substr(slash + 1);
   auto got = client_.Get(Resource::CohortClusters(), ns, name);
@@ -318,6 +514,12 @@ Status Operator::Run(const std::atomic<bool>& stop) {
 
   auto on_cluster = [this](const std::string& type, const json& obj) {
     if (type != "DELETED" && !fields::Meta(obj, "name").empty()) Enqueue(KeyOf(obj));
+    // A CohortJob's own cluster changed (ready, deleted): that job too.
+    std::string job = fields::Str(fields::Field(fields::Field(obj, "metadata"), "labels"), kLabelJob);
+    if (!job.empty()) Enqueue(kJobKeyPrefix + fields::Meta(obj, "namespace") + "/" + job, milliseconds(200));
+  };
+  auto on_job = [this](const std::string& type, const json& obj) {
+    if (type != "DELETED" && !fields::Meta(obj, "name").empty()) Enqueue(kJobKeyPrefix + KeyOf(obj));
   };
   auto on_child = [this](const std::string&, const json& obj) {
     std::string cluster = fields::Str(fields::Field(fields::Field(obj, "metadata"), "labels"), kLabelCluster);
@@ -326,11 +528,22 @@ Status Operator::Run(const std::atomic<bool>& stop) {
   Reflector::Options ro;
   ro.namespace_ = options_.namespace_;
   Reflector clusters(client_, Resource::CohortClusters(), ro, on_cluster);
+  Reflector jobs(client_, Resource::CohortJobs(), ro, on_job);
+  // CohortJobs only where their CRD is installed (Helm installs CRDs only on
+  // the first install: an upgraded chart may lack it); CohortClusters work either way.
+  bool with_jobs = true;
+  if (auto probe = client_.List(Resource::CohortJobs(), options_.namespace_); !probe.ok() &&
+      probe.status().code() == StatusCode::kNotFound) {
+    with_jobs = false;
+    COHORT_LOG(WARN) << "the CohortJob CRD is not installed; CohortJobs are ignored "
+                        "(kubectl apply -f deploy/crds/cohort.dev_cohortjobs.yaml, then restart the operator)";
+  }
   ro.label_selector = kLabelCluster;
   Reflector pods(client_, Resource::Pods(), ro, on_child);
   Reflector services(client_, Resource::Services(), ro, on_child);
   std::vector<std::thread> threads;
   threads.emplace_back([&] { clusters.Run(combined); });
+  if (with_jobs) threads.emplace_back([&] { jobs.Run(combined); });
   threads.emplace_back([&] { pods.Run(combined); });
   threads.emplace_back([&] { services.Run(combined); });
   threads.emplace_back([&] { Worker(combined); });
@@ -340,7 +553,7 @@ Status Operator::Run(const std::atomic<bool>& stop) {
   while (!all_stop()) {
     for (int i = 0; i < (elector ? 10 : 1) && !all_stop(); ++i) {
       std::this_thread::sleep_for(milliseconds(200));
-      ready_ = leader_ && clusters.synced() && pods.synced() && services.synced();
+      ready_ = leader_ && clusters.synced() && (!with_jobs || jobs.synced()) && pods.synced() && services.synced();
     }
     if (!elector || all_stop()) continue;
     auto r = elector->TryAcquireOrRenew();

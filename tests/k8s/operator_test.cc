@@ -210,6 +210,83 @@ TEST(OperatorTest, HeadStateClaimIsCreatedOnce) {
   EXPECT_EQ(Count(store, "POST persistentvolumeclaims"), 0);
 }
 
+// A CohortJob end to end against the fake API server and a fake head: its
+// cluster is created, the job submitted once through the head's API with the
+// cluster's token, its status, progress and success mirrored, and with
+// shutdownAfterJobFinishes (TTL 0) the cluster and then the job deleted.
+TEST(OperatorTest, CohortJobRunsThroughTheHeadAndCleansUp) {
+  FakeStore store;
+  store.objects["cohortjobs"]["mnist"] = json::parse(R"({"apiVersion": "cohort.dev/v1", "kind": "CohortJob",
+    "metadata": {"name": "mnist", "namespace": "ns", "uid": "job-uid", "resourceVersion": "1"},
+    "spec": {"entrypoint": "fashion_mnist --epochs 2", "scaling": {"num_workers": 2},
+      "shutdownAfterJobFinishes": true, "ttlSecondsAfterFinished": 0,
+      "clusterSpec": {"headGroupSpec": {"startParams": {}, "template": {"spec": {"containers": [{"name": "c", "image": "c"}]}}}}}})");
+  std::mutex head_mu;
+  std::map<std::string, json> head_jobs;  // submission id -> details
+  std::vector<std::string> head_calls;
+  OperatorOptions options;
+  options.call_head = [&](const std::string& method, const std::string& url, const std::string& token,
+                          const std::string& body) -> Result<OperatorOptions::HeadReply> {
+    std::lock_guard<std::mutex> lock(head_mu);
+    EXPECT_EQ(url.rfind("http://mnist-cluster-head-svc.ns.svc.cluster.local:8265/api/", 0), 0u) << url;
+    if (token != "tok") return OperatorOptions::HeadReply{401, "{}"};
+    const std::string path = url.substr(url.find("/api/"));
+    head_calls.push_back(method + " " + path);
+    if (path == "/api/version") return OperatorOptions::HeadReply{200, R"({"version": "0.1.0"})"};
+    if (method == "POST" && path == "/api/jobs/") {
+      json req = json::parse(body);
+      const std::string id = req["submission_id"];
+      if (head_jobs.count(id)) return OperatorOptions::HeadReply{400, "Job with submission_id " + id + " already exists."};
+      head_jobs[id] = {{"submission_id", id}, {"job_id", id}, {"status", "RUNNING"}, {"entrypoint", req["entrypoint"]}};
+      return OperatorOptions::HeadReply{200, json{{"submission_id", id}}.dump()};
+    }
+    for (auto& [id, details] : head_jobs) {
+      if (path == "/api/jobs/" + id) return OperatorOptions::HeadReply{200, details.dump()};
+      if (path == "/api/jobs/" + id + "/metrics")
+        return OperatorOptions::HeadReply{200, json{{"metrics", {{{"rank", 0}, {"epoch", 1}, {"epochs", 2}, {"val_loss", 0.5}}}}}.dump()};
+    }
+    return OperatorOptions::HeadReply{404, R"({"error": "not found"})"};
+  };
+  KubeClient client(store.Config());
+  Operator op(client, options);
+  auto job = [&]() {
+    std::lock_guard<std::mutex> lock(store.mu);
+    return store.objects["cohortjobs"].count("mnist") ? store.objects["cohortjobs"]["mnist"] : json();
+  };
+
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());  // its cluster
+  EXPECT_EQ(Count(store, "POST cohortclusters"), 1);
+  ASSERT_TRUE(op.ReconcileOnce("ns/mnist-cluster").ok());  // the cluster's pods, Service, Secret
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());      // submitted
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());      // running, with progress
+  {
+    std::lock_guard<std::mutex> lock(head_mu);
+    ASSERT_EQ(head_jobs.size(), 1u);
+    EXPECT_TRUE(head_jobs.count("cohortjob-job-uid-0"));
+    EXPECT_EQ(std::count(head_calls.begin(), head_calls.end(), "POST /api/jobs/"), 1);
+  }
+  json st = job()["status"];
+  EXPECT_EQ(st["submissionId"], "cohortjob-job-uid-0");
+  EXPECT_EQ(st["jobStatus"], "RUNNING");
+  EXPECT_EQ(st["progress"]["epoch"], 1);
+  EXPECT_EQ(st["progress"]["percent"], 50);
+  EXPECT_GE(Count(store, "POST events"), 2);
+
+  {
+    std::lock_guard<std::mutex> lock(head_mu);
+    head_jobs["cohortjob-job-uid-0"]["status"] = "SUCCEEDED";
+  }
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());  // succeeded
+  EXPECT_FALSE(job()["status"]["endTime"].get<std::string>().empty());
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());  // TTL 0: the cluster goes
+  EXPECT_EQ(Count(store, "DELETE cohortclusters"), 1);
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/mnist").ok());  // then the job
+  EXPECT_EQ(Count(store, "DELETE cohortjobs"), 1);
+  EXPECT_TRUE(job().is_null());
+  std::lock_guard<std::mutex> lock(head_mu);
+  EXPECT_EQ(std::count(head_calls.begin(), head_calls.end(), "POST /api/jobs/"), 1);
+}
+
 TEST(OperatorTest, AutoscalerReadsTheHeadWithTheSecretToken) {
   FakeStore store;
   store.objects["cohortclusters"]["demo"] = Cr(true);

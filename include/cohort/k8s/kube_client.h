@@ -56,6 +56,7 @@ struct Resource {
   static Resource Events() { return {"", "v1", "events", true}; }
   static Resource Leases() { return {"coordination.k8s.io", "v1", "leases", true}; }
   static Resource CohortClusters() { return {"cohort.dev", "v1", "cohortclusters", true}; }
+  static Resource CohortJobs() { return {"cohort.dev", "v1", "cohortjobs", true}; }
 };
 // /api/v1/namespaces/ns/pods/name/status; ns "" = all namespaces (lists).
 std::string ResourcePath(const Resource& r, const std::string& ns, const std::string& name = "",

@@ -19,6 +19,7 @@
 #include <nlohmann/json.hpp>
 
 #include "cohort/common/status.h"
+#include "cohort/k8s/job_reconcile.h"
 #include "cohort/k8s/kube_client.h"
 #include "cohort/k8s/reconcile.h"
 
@@ -36,6 +37,18 @@ struct OperatorOptions {
   std::string default_image = "cohort:latest";
   // GET url with the bearer token -> parsed JSON (default: libcurl). Tests override.
   std::function<Result<nlohmann::json>(const std::string& url, const std::string& token)> fetch_head_status;
+  // A call to a head's HTTP API for CohortJobs: method, URL, bearer token,
+  // JSON body ("" for none) -> the reply, any HTTP status; Unavailable when
+  // none came (default: libcurl, 10 s). Tests override.
+  struct HeadReply {
+    int status = 0;
+    std::string body;
+  };
+  std::function<Result<HeadReply>(const std::string& method, const std::string& url, const std::string& token,
+                                  const std::string& body)>
+      call_head;
+  // How often a running CohortJob's status is refreshed from its head.
+  int job_poll_ms = 5000;
 };
 
 class Operator {
@@ -43,8 +56,10 @@ class Operator {
   Operator(KubeClient& client, OperatorOptions options);
   // Blocks until *stop (or leadership is lost: returns Unavailable).
   Status Run(const std::atomic<bool>& stop);
-  // One reconcile of "ns/name"; returns when to requeue (nullopt: at resync).
+  // One reconcile of "ns/name" (a CohortCluster) or "job:ns/name" (a
+  // CohortJob); returns when to requeue (nullopt: at resync).
   Result<std::optional<std::chrono::milliseconds>> ReconcileOnce(const std::string& key);
+  Result<std::optional<std::chrono::milliseconds>> ReconcileJobOnce(const std::string& key);
   void Enqueue(const std::string& key, std::chrono::milliseconds delay = std::chrono::milliseconds(0));
   // For /readyz: the watches' first lists are in (and, with leader election, we lead).
   bool Ready() const { return ready_; }
@@ -53,6 +68,8 @@ class Operator {
 
  private:
   std::optional<AutoscalerInput> ReadHead(const nlohmann::json& cluster, const nlohmann::json& secrets);
+  // The head's API base URL ("http://<svc>.<ns>.svc.<domain>:8265") and admin token of `cluster`.
+  Result<std::pair<std::string, std::string>> HeadAccess(const nlohmann::json& cluster);
   void Worker(const std::atomic<bool>& stop);
   KubeClient& client_;
   OperatorOptions options_;
