@@ -28,10 +28,16 @@ echo "== render $chart (defaults; watchNamespace=training, leaderElection off)"
 python3 tools/k8s/render_defaults.py "$chart" "$out/default"
 python3 tools/k8s/render_defaults.py "$chart" "$out/namespaced" \
   --set watchNamespace=training --set leaderElection.enabled=false --set serviceAccount.name=op
-ls "$out/default" "$out/namespaced"
+python3 tools/k8s/render_defaults.py "$chart" "$out/all" --set allNamespaces=true
+ls "$out/default" "$out/namespaced" "$out/all"
 grep -q -- '- --leader-elect' "$out/default/deployment.yaml"
-grep -q 'kind: ClusterRole$' "$out/default/role.yaml"
+# A namespaced Role by default (the release namespace), a ClusterRole only for every namespace.
+grep -q 'kind: Role$' "$out/default/role.yaml"
+grep -q -- '- --watch-namespace' "$out/default/deployment.yaml"
 grep -q 'kind: Role$' "$out/namespaced/role.yaml"
+grep -q 'namespace: training$' "$out/namespaced/role.yaml"
+grep -q 'kind: ClusterRole$' "$out/all/role.yaml"
+grep -q -- '- --all-namespaces' "$out/all/deployment.yaml"
 ! grep -q -- '--leader-elect' "$out/namespaced/deployment.yaml"
 [[ ! -e "$out/namespaced/leader-election-role.yaml" ]]
 
@@ -41,7 +47,7 @@ if ! command -v yamllint >/dev/null; then
   exit 1
 fi
 yamllint -c .yamllint --strict deploy/ "$chart/Chart.yaml" "$chart/values.yaml"
-yamllint -c .yamllint --strict "$out/default" "$out/namespaced"
+yamllint -c .yamllint --strict "$out/default" "$out/namespaced" "$out/all"
 echo "clean"
 
 echo "== Kubernetes OpenAPI schemas + the CRD's schema"
@@ -56,3 +62,4 @@ fi
 node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --crd "$job_crd" --rbac \
   "$crd" "$job_crd" deploy/examples/*.yaml "$out"/default/*.yaml
 node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --crd "$job_crd" "$out"/namespaced/*.yaml
+node tools/k8s/validate.mjs --modules "$cache/node_modules" --crd "$crd" --crd "$job_crd" --rbac "$out"/all/*.yaml
