@@ -424,6 +424,17 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
     security["fsGroup"] = 1000;
     if (!security.contains("fsGroupChangePolicy")) security["fsGroupChangePolicy"] = "OnRootMismatch";
   }
+  // Restrictive unless the template says otherwise: not root (the image runs
+  // as 1000), the runtime's seccomp profile, no privilege escalation, no
+  // capabilities, and no Kubernetes API token in the pod (cohort never calls
+  // the API from a pod; GKE Workload Identity does not need it either).
+  if (!security.contains("runAsNonRoot")) security["runAsNonRoot"] = true;
+  if (!security.contains("seccompProfile")) security["seccompProfile"] = {{"type", "RuntimeDefault"}};
+  if (!spec.contains("automountServiceAccountToken")) spec["automountServiceAccountToken"] = false;
+  json& ctr_security = ctr["securityContext"];
+  if (!ctr_security.is_object()) ctr_security = json::object();
+  if (!ctr_security.contains("allowPrivilegeEscalation")) ctr_security["allowPrivilegeEscalation"] = false;
+  if (!ctr_security.contains("capabilities")) ctr_security["capabilities"] = {{"drop", json::array({"ALL"})}};
   if (!spec.contains("restartPolicy")) spec["restartPolicy"] = "Always";
 
   return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", meta}, {"spec", spec}};

@@ -619,6 +619,29 @@ TEST(ReconcileTest, TemplateCredentialsAndSecurityContextWin) {
   EXPECT_FALSE(w.Pods("worker")[0]["spec"]["securityContext"].contains("fsGroupChangePolicy"));
 }
 
+// Operator-made pods are restrictive by default (non-root, RuntimeDefault
+// seccomp, no privilege escalation, no capabilities, no API token); a
+// template that says otherwise wins, field by field.
+TEST(ReconcileTest, PodsAreRestrictiveUnlessTheTemplateAsks) {
+  World w{Cluster(1)};
+  json& wt = w.cluster["spec"]["workerGroupSpecs"][0]["template"]["spec"];
+  wt["automountServiceAccountToken"] = true;
+  wt["securityContext"] = {{"runAsNonRoot", false}};
+  wt["containers"][0]["securityContext"] = {{"capabilities", {{"add", {"SYS_PTRACE"}}}}};
+  w.Converge();
+  const json head = w.Pods("head")[0]["spec"];
+  EXPECT_EQ(head["automountServiceAccountToken"], false);
+  EXPECT_EQ(head["securityContext"]["runAsNonRoot"], true);
+  EXPECT_EQ(head["securityContext"]["seccompProfile"]["type"], "RuntimeDefault");
+  EXPECT_EQ(head["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
+  EXPECT_EQ(head["containers"][0]["securityContext"]["capabilities"]["drop"], json::array({"ALL"}));
+  const json worker = w.Pods("worker")[0]["spec"];
+  EXPECT_EQ(worker["automountServiceAccountToken"], true);
+  EXPECT_EQ(worker["securityContext"]["runAsNonRoot"], false);
+  EXPECT_EQ(worker["containers"][0]["securityContext"]["capabilities"]["add"], json::array({"SYS_PTRACE"}));
+  EXPECT_EQ(worker["containers"][0]["securityContext"]["allowPrivilegeEscalation"], false);
+}
+
 // Two groups left at the CRD's default maxReplicas (2147483647) overflowed
 // the int sums of the status; they are summed in int64 and clamped to the
 // status fields' int32.
