@@ -389,10 +389,18 @@ TEST(OperatorTest, InvalidTemplateIsReportedNotThrown) {
 TEST(OperatorTest, RunLoopListsWatchesReconcilesAndStops) {
   FakeStore store;
   store.objects["cohortclusters"]["demo"] = Cr(false);
+  // A CohortJob listed at start: the loop creates its cluster too.
+  store.objects["cohortjobs"]["j"] = json::parse(R"({"apiVersion": "cohort.dev/v1", "kind": "CohortJob",
+    "metadata": {"name": "j", "namespace": "ns", "uid": "j-uid", "resourceVersion": "1"},
+    "spec": {"entrypoint": "train", "clusterSpec": {"headGroupSpec": {"template": {"spec": {"containers": [{"name": "c"}]}}}}}})");
   KubeClient client(store.Config());
   OperatorOptions opts;
   opts.namespace_ = "ns";
   opts.leader_elect = true;
+  opts.call_head = [](const std::string&, const std::string&, const std::string&,
+                      const std::string&) -> Result<OperatorOptions::HeadReply> {
+    return Status::Unavailable("no head in this test");
+  };
   opts.identity = "me";
   Operator op(client, opts);
   std::atomic<bool> stop{false};
@@ -403,8 +411,10 @@ TEST(OperatorTest, RunLoopListsWatchesReconcilesAndStops) {
   while (!done && std::chrono::steady_clock::now() < deadline) {
     std::this_thread::sleep_for(20ms);
     std::lock_guard<std::mutex> lock(store.mu);
-    done = store.objects["pods"].size() == 3 && store.watches >= 3 &&
-           store.objects["cohortclusters"]["demo"].contains("status") && op.Ready();
+    done = store.objects["pods"].size() >= 3 && store.watches >= 4 &&
+           store.objects["cohortclusters"]["demo"].contains("status") &&
+           store.objects["cohortclusters"].count("j-cluster") && store.objects["cohortjobs"]["j"].contains("status") &&
+           op.Ready();
   }
   std::string metrics = op.MetricsText();
   EXPECT_NE(metrics.find("cohort_operator_leader 1"), std::string::npos) << metrics;
