@@ -3,13 +3,16 @@
 // the in-cluster service account. Stops on SIGINT/SIGTERM.
 #include <signal.h>
 
+#include <algorithm>
 #include <atomic>
+#include <map>
 #include <cstdlib>
 #include <memory>
 #include <cstdio>
 #include <thread>
 
 #include "cli/command.h"
+#include "cli/package.h"
 #include "cohort/common/logging.h"
 #include "cohort/k8s/kube_client.h"
 #include "cohort/k8s/operator.h"
@@ -48,6 +51,23 @@ int RunOperator(const OperatorFlags& f) {
   options.default_image = f.image;
   if (const char* d = std::getenv("CLUSTER_DOMAIN"); d && *d) options.cluster_domain = d;
   else options.cluster_domain = f.cluster_domain;
+  // A CohortJob's ConfigMap working dir: packaged as `cohort job submit
+  // --working-dir` packages a directory (one file per key, content-addressed name).
+  options.package_files = [](const std::map<std::string, std::string>& files)
+      -> Result<std::pair<std::string, std::string>> {
+    PackageContents contents;
+    for (const auto& [name, bytes] : files) {
+      if (name.empty() || name == "." || name == ".." || name.find('/') != std::string::npos)
+        return Status::InvalidArgument("ConfigMap key '" + name.substr(0, 64) + "' is not a file name");
+      contents.entries.push_back({name, false, false, bytes});
+      contents.total_bytes += bytes.size();
+    }
+    std::sort(contents.entries.begin(), contents.entries.end(),
+              [](const PackageEntry& a, const PackageEntry& b) { return a.path < b.path; });
+    contents.name = PackageName(contents.entries);
+    COHORT_ASSIGN_OR_RETURN(std::string zip, ZipPackage(contents));
+    return std::make_pair(contents.name, std::move(zip));
+  };
 
   sigset_t set;
   sigemptyset(&set);

@@ -137,6 +137,14 @@ std::string SpecError(const json& job, const json& spec) {
     const json& v = Field(spec, key);
     if (!v.is_null() && !v.is_object()) return std::string("spec.") + key + " must be an object";
   }
+  const json& wd = Field(Field(spec, "runtimeEnv"), "workingDir");
+  if (!wd.is_null() && !wd.is_string()) return "spec.runtimeEnv.workingDir must be a string";
+  if (wd.is_string() && wd.get<std::string>().rfind("configmap://", 0) == 0) {
+    const std::string cm = wd.get<std::string>().substr(12);
+    if (cm.empty() || cm.size() > 253 ||
+        cm.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos)
+      return "spec.runtimeEnv.workingDir: configmap://" + Clip(cm, 64) + " does not name a ConfigMap";
+  }
   const json& uri = Field(spec, "resultsUri");
   if (!uri.is_null() && !uri.is_string()) return "spec.resultsUri must be a string";
   std::string error;

@@ -58,7 +58,8 @@ Result<OperatorOptions::HeadReply> CallHead(const std::string& method, const std
   req.method = method;
   req.url = url;
   if (!token.empty()) req.headers.emplace_back("Authorization", "Bearer " + token);
-  if (!body.empty()) req.headers.emplace_back("Content-Type", "application/json");
+  if (!body.empty())
+    req.headers.emplace_back("Content-Type", method == "PUT" ? "application/zip" : "application/json");
   req.body = body;
   req.total_timeout = milliseconds(10000);
   req.stall_timeout = milliseconds(0);
@@ -189,6 +190,44 @@ Result<std::pair<std::string, std::string>> Operator::HeadAccess(const json& clu
                         token);
 }
 
+Status Operator::ResolveConfigMapWorkingDir(const std::string& ns, const std::string& base, const std::string& token,
+                                            json& request) {
+  const json& wd = fields::Field(fields::Field(request, "runtime_env"), "working_dir");
+  const std::string prefix = "configmap://";
+  if (!wd.is_string() || wd.get<std::string>().rfind(prefix, 0) != 0) return Status::Ok();
+  const std::string cm_name = wd.get<std::string>().substr(prefix.size());
+  if (!options_.package_files)
+    return Status::FailedPrecondition("this operator cannot package a ConfigMap working dir");
+  auto cm = client_.Get(Resource::ConfigMaps(), ns, cm_name);
+  if (!cm.ok())
+    return cm.status().WithPrefix("runtimeEnv.workingDir configmap://" + cm_name);
+  std::map<std::string, std::string> files;
+  const json& data = fields::Field(*cm, "data");
+  if (data.is_object())
+    for (auto it = data.begin(); it != data.end(); ++it)
+      if (it->is_string()) files[it.key()] = it->get<std::string>();
+  const json& binary = fields::Field(*cm, "binaryData");
+  if (binary.is_object())
+    for (auto it = binary.begin(); it != binary.end(); ++it) {
+      std::string bytes;
+      if (!it->is_string() || !cohort::Base64Decode(it->get<std::string>(), &bytes))
+        return Status::InvalidArgument("ConfigMap " + cm_name + ": binaryData." + it.key() + " is not base64");
+      files[it.key()] = std::move(bytes);
+    }
+  COHORT_ASSIGN_OR_RETURN(auto package, options_.package_files(files));
+  const std::string url = base + "/api/packages/gcs/" + package.first;
+  auto have = options_.call_head("GET", url, token, "");
+  if (!have.ok()) return have.status();
+  if (have->status != 200) {
+    auto put = options_.call_head("PUT", url, token, package.second);
+    if (!put.ok()) return put.status();
+    if (put->status != 200)
+      return Status::Unavailable("PUT " + url + ": HTTP " + std::to_string(put->status) + " " + put->body.substr(0, 300));
+  }
+  request["runtime_env"]["working_dir"] = "gcs://" + package.first;
+  return Status::Ok();
+}
+
 Result<std::optional<milliseconds>> Operator::ReconcileJobOnce(const std::string& key) {
   auto slash = key.find('/');
   if (slash == std::string::npos) return Status::InvalidArgument("bad key " + key);
@@ -297,7 +336,12 @@ Result<std::optional<milliseconds>> Operator::ReconcileJobOnce(const std::string
           break;
         }
         const bool submit = a.kind == JobAction::Kind::kSubmit;
-        auto reply = submit ? options_.call_head("POST", base + "/api/jobs/", token, a.body.dump())
+        json body = a.body;
+        if (submit) {
+          s = ResolveConfigMapWorkingDir(ns, base, token, body);
+          if (!s.ok()) break;
+        }
+        auto reply = submit ? options_.call_head("POST", base + "/api/jobs/", token, body.dump())
                             : options_.call_head("POST", base + "/api/jobs/" + a.name + "/stop", token, "");
         if (!reply.ok()) {
           s = reply.status();

@@ -316,6 +316,8 @@ TEST(JobReconcileTest, InvalidSpecsFailWithTheReasonAndDoNothing) {
       {{{"suspend", "yes"}}, "suspend"},
       {{{"scaling", 2}}, "scaling"},
       {{{"activeDeadlineSeconds", 18446744073709551615ull}}, "activeDeadlineSeconds"},
+      {{{"runtimeEnv", {{"workingDir", "configmap://Not_A_Name"}}}}, "does not name a ConfigMap"},
+      {{{"runtimeEnv", {{"workingDir", 7}}}}, "workingDir"},
   };
   for (const auto& [patch, what] : cases) {
     World w;

@@ -287,6 +287,65 @@ TEST(OperatorTest, CohortJobRunsThroughTheHeadAndCleansUp) {
   EXPECT_EQ(std::count(head_calls.begin(), head_calls.end(), "POST /api/jobs/"), 1);
 }
 
+// runtimeEnv.workingDir: configmap://NAME -> the ConfigMap's files packaged,
+// uploaded to the head once, and the submission names the package; a
+// missing ConfigMap fails the submission saying which.
+TEST(OperatorTest, ConfigMapWorkingDirIsPackagedAndUploaded) {
+  FakeStore store;
+  store.objects["cohortjobs"]["j"] = json::parse(R"({"apiVersion": "cohort.dev/v1", "kind": "CohortJob",
+    "metadata": {"name": "j", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
+    "spec": {"entrypoint": "python3 train.py", "runtimeEnv": {"workingDir": "configmap://code"},
+      "clusterSelector": {"clusterName": "demo"}}})");
+  store.objects["cohortclusters"]["demo"] = Cr(false);
+  std::mutex mu;
+  std::map<std::string, std::string> packages;
+  std::vector<json> submitted;
+  std::map<std::string, std::string> packaged_files;
+  OperatorOptions options;
+  options.package_files = [&](const std::map<std::string, std::string>& files)
+      -> Result<std::pair<std::string, std::string>> {
+    packaged_files = files;
+    return std::make_pair(std::string("_ray_pkg_0123456789abcdef.zip"), std::string("PK-zip-bytes"));
+  };
+  options.call_head = [&](const std::string& method, const std::string& url, const std::string&,
+                          const std::string& body) -> Result<OperatorOptions::HeadReply> {
+    std::lock_guard<std::mutex> lock(mu);
+    const std::string path = url.substr(url.find("/api/"));
+    if (path == "/api/version") return OperatorOptions::HeadReply{200, "{}"};
+    if (path.rfind("/api/packages/gcs/", 0) == 0) {
+      const std::string name = path.substr(18);
+      if (method == "PUT") packages[name] = body;
+      return OperatorOptions::HeadReply{method == "PUT" || packages.count(name) ? 200 : 404, ""};
+    }
+    if (method == "POST" && path == "/api/jobs/") {
+      submitted.push_back(json::parse(body));
+      return OperatorOptions::HeadReply{200, "{}"};
+    }
+    return OperatorOptions::HeadReply{404, "{}"};
+  };
+  KubeClient client(store.Config());
+  Operator op(client, options);
+  ASSERT_TRUE(op.ReconcileOnce("ns/demo").ok());  // the cluster's Secret
+  // No ConfigMap yet: the submission fails, naming it.
+  auto r = op.ReconcileOnce("job:ns/j");
+  ASSERT_FALSE(r.ok());
+  EXPECT_NE(r.status().message().find("configmap://code"), std::string::npos) << r.status().ToString();
+  {
+    std::lock_guard<std::mutex> lock(store.mu);
+    store.objects["configmaps"]["code"] = {{"metadata", {{"name", "code"}, {"namespace", "ns"}}},
+                                           {"data", {{"train.py", "print(1)\n"}}},
+                                           {"binaryData", {{"w.bin", "AAEC"}}}};
+  }
+  ASSERT_TRUE(op.ReconcileOnce("job:ns/j").ok());
+  std::lock_guard<std::mutex> lock(mu);
+  EXPECT_EQ(packaged_files["train.py"], "print(1)\n");
+  EXPECT_EQ(packaged_files["w.bin"], std::string("\x00\x01\x02", 3));
+  ASSERT_EQ(packages.count("_ray_pkg_0123456789abcdef.zip"), 1u);
+  EXPECT_EQ(packages["_ray_pkg_0123456789abcdef.zip"], "PK-zip-bytes");
+  ASSERT_EQ(submitted.size(), 1u);
+  EXPECT_EQ(submitted[0]["runtime_env"]["working_dir"], "gcs://_ray_pkg_0123456789abcdef.zip");
+}
+
 TEST(OperatorTest, AutoscalerReadsTheHeadWithTheSecretToken) {
   FakeStore store;
   store.objects["cohortclusters"]["demo"] = Cr(true);

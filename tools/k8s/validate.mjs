@@ -225,11 +225,12 @@ const RBAC = {
   "|pods": "create,delete,get,list,patch,update,watch",
   "|services": "create,delete,get,list,patch,update,watch",
   "|secrets": "create,delete,get,list,patch,update,watch",
-  "|persistentvolumeclaims": "create,list",  // headGroupSpec.stateVolumeClaim
+  "|persistentvolumeclaims": "create,list",
+  "|configmaps": "get",  // headGroupSpec.stateVolumeClaim
   "|events": "create,patch",
   "cohort.dev|cohortclusters": "create,delete,get,list,patch,update,watch",
   "cohort.dev|cohortclusters/status": "get,patch,update",
-  "cohort.dev|cohortjobs": "delete,get,list,patch,update,watch",
+  "cohort.dev|cohortjobs": "delete,get,list,watch",
   "cohort.dev|cohortjobs/status": "get,patch,update",
   "coordination.k8s.io|leases": "create,get,update",
 };

@@ -52,6 +52,7 @@ struct Resource {
   static Resource Pods() { return {"", "v1", "pods", true}; }
   static Resource Services() { return {"", "v1", "services", true}; }
   static Resource Secrets() { return {"", "v1", "secrets", true}; }
+  static Resource ConfigMaps() { return {"", "v1", "configmaps", true}; }
   static Resource PersistentVolumeClaims() { return {"", "v1", "persistentvolumeclaims", true}; }
   static Resource Events() { return {"", "v1", "events", true}; }
   static Resource Leases() { return {"coordination.k8s.io", "v1", "leases", true}; }

@@ -49,6 +49,13 @@ struct OperatorOptions {
       call_head;
   // How often a running CohortJob's status is refreshed from its head.
   int job_poll_ms = 5000;
+  // A CohortJob whose runtimeEnv.workingDir is "configmap://NAME": the
+  // ConfigMap's files (name -> bytes) as a working_dir package: its name
+  // ("_ray_pkg_<hash>.zip") and zip bytes, uploaded to the head before the
+  // submission (`cohort operator` packages like `cohort job submit
+  // --working-dir`). Unset: such jobs fail to submit, saying so.
+  std::function<Result<std::pair<std::string, std::string>>(const std::map<std::string, std::string>& files)>
+      package_files;
 };
 
 class Operator {
@@ -70,6 +77,10 @@ class Operator {
   std::optional<AutoscalerInput> ReadHead(const nlohmann::json& cluster, const nlohmann::json& secrets);
   // The head's API base URL ("http://<svc>.<ns>.svc.<domain>:8265") and admin token of `cluster`.
   Result<std::pair<std::string, std::string>> HeadAccess(const nlohmann::json& cluster);
+  // A submit request whose working_dir is "configmap://NAME": the ConfigMap
+  // packaged, uploaded to the head (unless it has it), and named "gcs://...".
+  Status ResolveConfigMapWorkingDir(const std::string& ns, const std::string& base, const std::string& token,
+                                    nlohmann::json& request);
   void Worker(const std::atomic<bool>& stop);
   KubeClient& client_;
   OperatorOptions options_;
