@@ -133,20 +133,20 @@ std::string SpecError(const json& job, const json& spec) {
     const json& v = Field(spec, key);
     if (!v.is_null() && !v.is_boolean()) return std::string("spec.") + key + " must be true or false";
   }
-  for (const char* key : {"scaling", "failure", "runtimeEnv"}) {
+  for (const char* key : {"scaling", "failure", "runtime_env"}) {
     const json& v = Field(spec, key);
     if (!v.is_null() && !v.is_object()) return std::string("spec.") + key + " must be an object";
   }
-  const json& wd = Field(Field(spec, "runtimeEnv"), "workingDir");
-  if (!wd.is_null() && !wd.is_string()) return "spec.runtimeEnv.workingDir must be a string";
+  const json& wd = Field(Field(spec, "runtime_env"), "working_dir");
+  if (!wd.is_null() && !wd.is_string()) return "spec.runtime_env.working_dir must be a string";
   if (wd.is_string() && wd.get<std::string>().rfind("configmap://", 0) == 0) {
     const std::string cm = wd.get<std::string>().substr(12);
     if (cm.empty() || cm.size() > 253 ||
         cm.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789-.") != std::string::npos)
-      return "spec.runtimeEnv.workingDir: configmap://" + Clip(cm, 64) + " does not name a ConfigMap";
+      return "spec.runtime_env.working_dir: configmap://" + Clip(cm, 64) + " does not name a ConfigMap";
   }
-  const json& uri = Field(spec, "resultsUri");
-  if (!uri.is_null() && !uri.is_string()) return "spec.resultsUri must be a string";
+  const json& uri = Field(spec, "results_uri");
+  if (!uri.is_null() && !uri.is_string()) return "spec.results_uri must be a string";
   std::string error;
   IntField(spec, "activeDeadlineSeconds", 1, int64_t{1} << 40, 0, &error);
   IntField(spec, "backoffLimit", 0, 1000, 0, &error);
@@ -177,12 +177,12 @@ json SubmitRequestFor(const json& spec, const std::string& submission_id) {
   json req = {{"entrypoint", Str(spec, "entrypoint")}, {"submission_id", submission_id}};
   if (const json& s = Field(spec, "scaling"); s.is_object()) req["scaling"] = s;
   if (const json& f = Field(spec, "failure"); f.is_object()) req["failure"] = f;
-  if (const json& u = Field(spec, "resultsUri"); u.is_string()) req["results_uri"] = u;
-  const json& env = Field(spec, "runtimeEnv");
+  if (const json& u = Field(spec, "results_uri"); u.is_string()) req["results_uri"] = u;
+  const json& env = Field(spec, "runtime_env");
   if (env.is_object()) {
     json re = json::object();
-    if (const json& v = Field(env, "envVars"); v.is_object()) re["env_vars"] = v;
-    if (const json& w = Field(env, "workingDir"); w.is_string()) re["working_dir"] = w;
+    if (const json& v = Field(env, "env_vars"); v.is_object()) re["env_vars"] = v;
+    if (const json& w = Field(env, "working_dir"); w.is_string()) re["working_dir"] = w;
     if (!re.empty()) req["runtime_env"] = re;
   }
   return req;

@@ -200,7 +200,7 @@ Status Operator::ResolveConfigMapWorkingDir(const std::string& ns, const std::st
     return Status::FailedPrecondition("this operator cannot package a ConfigMap working dir");
   auto cm = client_.Get(Resource::ConfigMaps(), ns, cm_name);
   if (!cm.ok())
-    return cm.status().WithPrefix("runtimeEnv.workingDir configmap://" + cm_name);
+    return cm.status().WithPrefix("runtime_env.working_dir configmap://" + cm_name);
   std::map<std::string, std::string> files;
   const json& data = fields::Field(*cm, "data");
   if (data.is_object())

@@ -20,8 +20,8 @@ json Job(json spec_extra = json::object()) {
               {"spec",
                {{"entrypoint", "fashion_mnist --epochs 3"},
                 {"scaling", {{"num_workers", 2}, {"resources_per_worker", {{"GPU", 1}}}}},
-                {"resultsUri", "gs://bucket/run1"},
-                {"runtimeEnv", {{"envVars", {{"A", "1"}}}}},
+                {"results_uri", "gs://bucket/run1"},
+                {"runtime_env", {{"env_vars", {{"A", "1"}}}}},
                 {"clusterSpec", {{"headGroupSpec", {{"template", json::object()}}}}}}}};
   job["spec"].merge_patch(spec_extra);
   return job;
@@ -316,8 +316,8 @@ TEST(JobReconcileTest, InvalidSpecsFailWithTheReasonAndDoNothing) {
       {{{"suspend", "yes"}}, "suspend"},
       {{{"scaling", 2}}, "scaling"},
       {{{"activeDeadlineSeconds", 18446744073709551615ull}}, "activeDeadlineSeconds"},
-      {{{"runtimeEnv", {{"workingDir", "configmap://Not_A_Name"}}}}, "does not name a ConfigMap"},
-      {{{"runtimeEnv", {{"workingDir", 7}}}}, "workingDir"},
+      {{{"runtime_env", {{"working_dir", "configmap://Not_A_Name"}}}}, "does not name a ConfigMap"},
+      {{{"runtime_env", {{"working_dir", 7}}}}, "working_dir"},
   };
   for (const auto& [patch, what] : cases) {
     World w;

@@ -287,14 +287,14 @@ TEST(OperatorTest, CohortJobRunsThroughTheHeadAndCleansUp) {
   EXPECT_EQ(std::count(head_calls.begin(), head_calls.end(), "POST /api/jobs/"), 1);
 }
 
-// runtimeEnv.workingDir: configmap://NAME -> the ConfigMap's files packaged,
+// runtime_env.working_dir: configmap://NAME -> the ConfigMap's files packaged,
 // uploaded to the head once, and the submission names the package; a
 // missing ConfigMap fails the submission saying which.
 TEST(OperatorTest, ConfigMapWorkingDirIsPackagedAndUploaded) {
   FakeStore store;
   store.objects["cohortjobs"]["j"] = json::parse(R"({"apiVersion": "cohort.dev/v1", "kind": "CohortJob",
     "metadata": {"name": "j", "namespace": "ns", "uid": "u", "resourceVersion": "1"},
-    "spec": {"entrypoint": "python3 train.py", "runtimeEnv": {"workingDir": "configmap://code"},
+    "spec": {"entrypoint": "python3 train.py", "runtime_env": {"working_dir": "configmap://code"},
       "clusterSelector": {"clusterName": "demo"}}})");
   store.objects["cohortclusters"]["demo"] = Cr(false);
   std::mutex mu;

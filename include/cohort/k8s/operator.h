@@ -49,7 +49,7 @@ struct OperatorOptions {
       call_head;
   // How often a running CohortJob's status is refreshed from its head.
   int job_poll_ms = 5000;
-  // A CohortJob whose runtimeEnv.workingDir is "configmap://NAME": the
+  // A CohortJob whose runtime_env.working_dir is "configmap://NAME": the
   // ConfigMap's files (name -> bytes) as a working_dir package: its name
   // ("_ray_pkg_<hash>.zip") and zip bytes, uploaded to the head before the
   // submission (`cohort operator` packages like `cohort job submit
