@@ -21,7 +21,14 @@ std::string Name(const json& obj) { return fields::Meta(obj, "name"); }
 constexpr size_t kMaxJobName = 45;  // "<name>-cluster" fits a CohortCluster's 53
 constexpr size_t kMaxMessage = 1024;
 
-std::string Clip(const std::string& s, size_t n = kMaxMessage) { return s.size() <= n ? s : s.substr(0, n) + "..."; }
+// At most n bytes (then "..."), never cutting a UTF-8 sequence: the status is
+// JSON, and a cut character would make every status write fail.
+std::string Clip(const std::string& s, size_t n = kMaxMessage) {
+  if (s.size() <= n) return s;
+  size_t end = n;
+  while (end > 0 && (static_cast<unsigned char>(s[end]) & 0xC0) == 0x80) --end;  // s[end] starts a character
+  return s.substr(0, end) + "...";
+}
 
 // An optional integer field in [lo, hi]: its value, `fallback` when absent;
 // nullopt (and `error` set) when it is of the wrong type or out of range.

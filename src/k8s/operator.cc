@@ -10,6 +10,7 @@
 #include <thread>
 #include <vector>
 
+#include "cohort/common/json.h"
 #include "cohort/common/logging.h"
 #include "cohort/k8s/head_status.h"
 #include "cohort/net/http_client.h"
@@ -222,7 +223,7 @@ Status Operator::ResolveConfigMapWorkingDir(const std::string& ns, const std::st
     auto put = options_.call_head("PUT", url, token, package.second);
     if (!put.ok()) return put.status();
     if (put->status != 200)
-      return Status::Unavailable("PUT " + url + ": HTTP " + std::to_string(put->status) + " " + put->body.substr(0, 300));
+      return Status::Unavailable("PUT " + url + ": HTTP " + std::to_string(put->status) + " " + SanitizeUtf8(put->body.substr(0, 300)));
   }
   request["runtime_env"]["working_dir"] = "gcs://" + package.first;
   return Status::Ok();
@@ -351,7 +352,7 @@ Result<std::optional<milliseconds>> Operator::ReconcileJobOnce(const std::string
           s = Status::Ok();  // submitted before (an earlier pass or operator): the same id, one job
         } else {
           s = Status::Unavailable((submit ? "POST /api/jobs/: HTTP " : "POST stop: HTTP ") +
-                                  std::to_string(reply->status) + " " + reply->body.substr(0, 300));
+                                  std::to_string(reply->status) + " " + SanitizeUtf8(reply->body.substr(0, 300)));
         }
         break;
       }

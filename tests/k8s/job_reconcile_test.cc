@@ -195,6 +195,24 @@ TEST(JobReconcileTest, FailuresAreSubmittedAgainUpToTheBackoffLimit) {
   EXPECT_EQ(w.submissions, 3);
 }
 
+// A long message of multi-byte characters is shortened on a character
+// boundary: the status stays valid JSON (a cut character would make every
+// status write fail).
+TEST(JobReconcileTest, LongMessagesAreCutOnCharacterBoundaries) {
+  World w;
+  w.Step();
+  w.Step();
+  std::string msg;
+  for (int i = 0; i < 700; ++i) msg += "\xc3\xa9";  // "é" x 700 = 1400 bytes
+  w.HeadJob()["status"] = "FAILED";
+  w.HeadJob()["message"] = "x" + msg;  // odd offset: byte 1024 is inside a character
+  w.Step();
+  EXPECT_NO_THROW((void)w.job.dump());
+  const std::string got = w.job["status"]["message"];
+  EXPECT_LE(got.size(), 1024u + 3);
+  EXPECT_EQ(got.substr(got.size() - 3), "...");
+}
+
 TEST(JobReconcileTest, WithoutBackoffOneFailureFailsTheJob) {
   World w;
   w.Step();
