@@ -3,7 +3,6 @@
 
 #include <cmath>
 #include <ctime>
-#include <set>
 
 #include "cohort/k8s/reconcile.h"
 #include "json_fields.h"
@@ -17,6 +16,9 @@ using fields::Field;
 using fields::Str;
 
 std::string Name(const json& obj) { return fields::Meta(obj, "name"); }
+
+// A status counter (attempt, failed): 0 unless an integer in [0, 10^6].
+int Counter(const json& status, const char* key) { return static_cast<int>(fields::Int(status, key, 0, 0, 1000000)); }
 
 constexpr size_t kMaxJobName = 45;  // "<name>-cluster" fits a CohortCluster's 53
 constexpr size_t kMaxMessage = 1024;
@@ -257,7 +259,7 @@ JobReconcileResult ReconcileJob(const json& job, const JobObserved& observed, co
     if (!submission.empty()) {
       // Resuming submits a new attempt (the stopped one does not count
       // against backoffLimit).
-      status["attempt"] = status.value("attempt", 0) + 1;
+      status["attempt"] = Counter(status, "attempt") + 1;
       status.erase("submissionId");
     }
     status.erase("startTime");  // activeDeadlineSeconds counts from the resume
@@ -325,7 +327,7 @@ JobReconcileResult ReconcileJob(const json& job, const JobObserved& observed, co
   }
 
   // --- submission ---------------------------------------------------------------------
-  int attempt = status.value("attempt", 0);
+  const int attempt = Counter(status, "attempt");
   if (submission.empty()) {
     // Written to the status before the call: a restart submits this id again,
     // which the head refuses as a duplicate; never a second job.
@@ -374,7 +376,7 @@ JobReconcileResult ReconcileJob(const json& job, const JobObserved& observed, co
     status["endTime"] = now;
   } else if (head_status == "FAILED" || head_status == "STOPPED") {
     SetCondition(status, "Running", false, head_status == "FAILED" ? "Failed" : "Stopped", "", now);
-    const int failed = status.value("failed", 0) + 1;
+    const int failed = Counter(status, "failed") + 1;
     status["failed"] = failed;
     const std::string why = Clip(Str(head_job, "message", head_status == "FAILED" ? "failed" : "stopped"));
     if (head_status == "FAILED" && failed <= backoff) {

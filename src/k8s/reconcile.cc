@@ -440,6 +440,16 @@ json BuildPod(const Ctx& c, const json& group, bool is_head) {
   return {{"apiVersion", "v1"}, {"kind", "Pod"}, {"metadata", meta}, {"spec", spec}};
 }
 
+// The metadata of a core/v1 object that belongs to the head (its Service,
+// Secret, state claim): in the cluster's namespace, labelled as the head's,
+// owned by the cluster (the GC deletes it with the cluster).
+json HeadChildMeta(const Ctx& c, const std::string& name) {
+  return {{"name", name},
+          {"namespace", c.ns},
+          {"labels", Labels(c.name, "head", "headgroup")},
+          {"ownerReferences", OwnerRef(c.cluster)}};
+}
+
 // The head's state claim (validated by StateClaimError).
 json BuildStateClaim(const Ctx& c, const json& claim) {
   const json& storage = Get(claim, "storage");
@@ -449,11 +459,7 @@ json BuildStateClaim(const Ctx& c, const json& claim) {
   if (const json& cls = Get(claim, "storageClassName"); cls.is_string()) spec["storageClassName"] = cls;
   return {{"apiVersion", "v1"},
           {"kind", "PersistentVolumeClaim"},
-          {"metadata",
-           {{"name", StateClaimName(c.name)},
-            {"namespace", c.ns},
-            {"labels", Labels(c.name, "head", "headgroup")},
-            {"ownerReferences", OwnerRef(c.cluster)}}},
+          {"metadata", HeadChildMeta(c, StateClaimName(c.name))},
           {"spec", spec}};
 }
 
@@ -469,14 +475,7 @@ json BuildHeadService(const Ctx& c) {
                {"selector", {{kLabelCluster, c.name}, {kLabelNodeType, "head"}}},
                {"ports", ports},
                {"publishNotReadyAddresses", true}};
-  return {{"apiVersion", "v1"},
-          {"kind", "Service"},
-          {"metadata",
-           {{"name", HeadServiceName(c.name)},
-            {"namespace", c.ns},
-            {"labels", Labels(c.name, "head", "headgroup")},
-            {"ownerReferences", OwnerRef(c.cluster)}}},
-          {"spec", spec}};
+  return {{"apiVersion", "v1"}, {"kind", "Service"}, {"metadata", HeadChildMeta(c, HeadServiceName(c.name))}, {"spec", spec}};
 }
 
 std::string CreationTime(const json& pod) { return Str(Get(pod, "metadata"), "creationTimestamp"); }
@@ -703,11 +702,7 @@ ReconcileResult Reconcile(const json& cluster, const Observed& observed, const s
     a.reason = "CreatedSecret";
     a.body = {{"apiVersion", "v1"},
               {"kind", "Secret"},
-              {"metadata",
-               {{"name", a.name},
-                {"namespace", c.ns},
-                {"labels", Labels(c.name, "head", "headgroup")},
-                {"ownerReferences", OwnerRef(cluster)}}},
+              {"metadata", HeadChildMeta(c, a.name)},
               {"type", "Opaque"},
               {"stringData", {{kTokenKey, options.new_token}}}};
     if (c.secret_has_join_token) a.body["stringData"][kJoinTokenKey] = options.new_join_token;

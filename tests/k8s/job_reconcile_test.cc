@@ -350,6 +350,13 @@ TEST(JobReconcileTest, InvalidSpecsFailWithTheReasonAndDoNothing) {
   EXPECT_NE(w.Step().error.find("45"), std::string::npos);
   for (const json& junk : {json(nullptr), json(5), json::array(), json("x")})
     EXPECT_FALSE(ReconcileJob(junk, JobObserved{}, JobReconcileOptions{}).error.empty());
+  // A status of the wrong types (edited by hand) is read safely.
+  World odd;
+  odd.Step();
+  odd.job["status"]["attempt"] = "three";
+  odd.job["status"]["failed"] = -4;
+  EXPECT_NO_THROW(odd.Step());
+  EXPECT_EQ(odd.job["status"]["submissionId"], "cohortjob-job-uid-0");
 }
 
 }  // namespace

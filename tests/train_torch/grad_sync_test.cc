@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "cohort/comm/nccl.h"
+#include "testing/ranks.h"
 #include "cohort/train/checkpoint_dir.h"
 #include "cohort/train/torch.h"
 
@@ -168,36 +169,23 @@ void ExpectFullBatchGradientsOnGpus(const std::vector<int>& devices, const std::
   options.transport = TransportKind::kShm;
   options.read_env_overrides = false;
   options.timeout = std::chrono::milliseconds(60000);
-  auto store = comm::NewMemoryStore();
-  std::vector<Status> results(world);
   std::vector<std::string> paths(world);
   std::vector<std::vector<torch::Tensor>> grads(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      const torch::Device dev(torch::kCUDA, devices[r]);
-      auto model = TinyModel(1 + r);  // rank 1 starts different: the broadcast must fix it
-      model->to(dev);
-      auto comm = comm::Communicator::Create(store, r, world, options);
-      if (!comm.ok()) {
-        results[r] = comm.status();
-        return;
-      }
-      auto sync = GradientSync::Create(**comm, *model);
-      if (!sync.ok()) {
-        results[r] = sync.status();
-        return;
-      }
-      paths[r] = (*sync)->path();
-      (*sync)->ZeroGrad();
-      auto xb = batch.x.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
-      auto yb = batch.y.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
-      torch::nn::functional::cross_entropy(model->forward(xb), yb).backward();
-      results[r] = (*sync)->Synchronize();
-      for (auto& p : model->parameters()) grads[r].push_back(p.grad().to(torch::kCPU));
-    });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<Status> results = testing::RunRankThreads(world, options, [&](comm::Communicator& comm) -> Status {
+    const int r = comm.rank();
+    const torch::Device dev(torch::kCUDA, devices[r]);
+    auto model = TinyModel(1 + r);  // rank 1 starts different: the broadcast must fix it
+    model->to(dev);
+    COHORT_ASSIGN_OR_RETURN(auto sync, GradientSync::Create(comm, *model));
+    paths[r] = sync->path();
+    sync->ZeroGrad();
+    auto xb = batch.x.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
+    auto yb = batch.y.slice(0, r * per_rank, (r + 1) * per_rank).to(dev);
+    torch::nn::functional::cross_entropy(model->forward(xb), yb).backward();
+    COHORT_RETURN_IF_ERROR(sync->Synchronize());
+    for (auto& p : model->parameters()) grads[r].push_back(p.grad().to(torch::kCPU));
+    return Status::Ok();
+  });
   auto params = ref->parameters();
   for (int r = 0; r < world; ++r) {
     ASSERT_TRUE(results[r].ok()) << "rank " << r << ": " << results[r].ToString();
@@ -227,23 +215,13 @@ TEST(GradSyncPathTest, RanksAskingForDifferentPathsFailClearly) {
   options.transport = TransportKind::kShm;
   options.read_env_overrides = false;
   options.timeout = std::chrono::milliseconds(20000);
-  auto store = comm::NewMemoryStore();
-  std::vector<Status> results(world);
-  std::vector<std::thread> threads;
-  for (int r = 0; r < world; ++r) {
-    threads.emplace_back([&, r] {
-      auto comm = comm::Communicator::Create(store, r, world, options);
-      if (!comm.ok()) {
-        results[r] = comm.status();
-        return;
-      }
-      auto model = TinyModel(1);
-      GradientSyncOptions so;
-      so.device_path = r == 0 ? GradientSyncOptions::DevicePath::kAuto : GradientSyncOptions::DevicePath::kHostStaged;
-      results[r] = GradientSync::Create(**comm, *model, so).status();
-    });
-  }
-  for (auto& t : threads) t.join();
+  std::vector<Status> results = testing::RunRankThreads(world, options, [](comm::Communicator& comm) {
+    auto model = TinyModel(1);
+    GradientSyncOptions so;
+    so.device_path =
+        comm.rank() == 0 ? GradientSyncOptions::DevicePath::kAuto : GradientSyncOptions::DevicePath::kHostStaged;
+    return GradientSync::Create(comm, *model, so).status();
+  });
   for (int r = 0; r < world; ++r) {
     EXPECT_EQ(results[r].code(), StatusCode::kInvalidArgument) << results[r].ToString();
     EXPECT_NE(results[r].message().find("different gradient paths"), std::string::npos) << results[r].ToString();
