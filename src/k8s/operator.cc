@@ -113,29 +113,40 @@ void Operator::Enqueue(const std::string& key, milliseconds delay) {
   cv_.notify_all();
 }
 
+// The API token in a cluster's Secret ("" when it has none).
+static std::string TokenInSecret(const json& secret) {
+  std::string token;
+  const json& data = fields::Field(fields::Field(secret, "data"), kTokenKey);
+  const json& string_data = fields::Field(fields::Field(secret, "stringData"), kTokenKey);
+  if (data.is_string()) {
+    if (!cohort::Base64Decode(data.get<std::string>(), &token)) token.clear();
+  } else if (string_data.is_string()) {
+    token = string_data.get<std::string>();
+  }
+  return token;
+}
+
+std::string Operator::HeadBaseUrl(const json& cluster) const {
+  std::string ns = fields::Meta(cluster, "namespace");
+  if (ns.empty()) ns = "default";
+  std::string port = std::to_string(kDashboardPort);
+  const json& hp = fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "startParams");
+  if (std::string p = fields::Str(hp, "dashboard-port");
+      !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos)
+    port = p;  // (Reconcile reports an invalid one)
+  return "http://" + HeadServiceName(fields::Meta(cluster, "name")) + "." + ns + ".svc." + options_.cluster_domain +
+         ":" + port;
+}
+
 std::optional<AutoscalerInput> Operator::ReadHead(const json& cluster, const json& secrets) {
   std::string name = fields::Meta(cluster, "name"), ns = fields::Meta(cluster, "namespace");
   if (ns.empty()) ns = "default";
   std::string key = ns + "/" + name;
   std::string token;
   if (secrets.is_array())
-    for (const auto& s : secrets) {
-      if (fields::Meta(s, "name") != TokenSecretName(name)) continue;
-      const json& data = fields::Field(fields::Field(s, "data"), "token");
-      const json& string_data = fields::Field(fields::Field(s, "stringData"), "token");
-      if (data.is_string()) {
-        if (!cohort::Base64Decode(data.get<std::string>(), &token)) token.clear();
-      } else if (string_data.is_string()) {
-        token = string_data.get<std::string>();
-      }
-    }
-  std::string port = std::to_string(kDashboardPort);
-  const json& hp = fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "startParams");
-  if (std::string p = fields::Str(hp, "dashboard-port");
-      !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos)
-    port = p;  // (Reconcile reports an invalid one)
-  std::string url = "http://" + HeadServiceName(name) + "." + ns + ".svc." + options_.cluster_domain + ":" + port +
-                    "/api/cluster/status";
+    for (const auto& s : secrets)
+      if (fields::Meta(s, "name") == TokenSecretName(name)) token = TokenInSecret(s);
+  std::string url = HeadBaseUrl(cluster) + "/api/cluster/status";
   auto st = options_.fetch_head_status(url, token);
   if (!st.ok()) {
     COHORT_LOG(INFO) << "autoscaler " << key << ": head not reachable (" << st.status().ToString() << ")";
@@ -173,22 +184,9 @@ Result<std::pair<std::string, std::string>> Operator::HeadAccess(const json& clu
   std::string ns = fields::Meta(cluster, "namespace");
   if (ns.empty()) ns = "default";
   COHORT_ASSIGN_OR_RETURN(json secret, client_.Get(Resource::Secrets(), ns, TokenSecretName(name)));
-  std::string token;
-  const json& data = fields::Field(fields::Field(secret, "data"), kTokenKey);
-  const json& string_data = fields::Field(fields::Field(secret, "stringData"), kTokenKey);
-  if (data.is_string()) {
-    if (!cohort::Base64Decode(data.get<std::string>(), &token)) token.clear();
-  } else if (string_data.is_string()) {
-    token = string_data.get<std::string>();
-  }
+  const std::string token = TokenInSecret(secret);
   if (token.empty()) return Status::FailedPrecondition("the Secret " + TokenSecretName(name) + " has no token");
-  std::string port = std::to_string(kDashboardPort);
-  const json& hp = fields::Field(fields::Field(fields::Field(cluster, "spec"), "headGroupSpec"), "startParams");
-  if (std::string p = fields::Str(hp, "dashboard-port");
-      !p.empty() && p.size() <= 5 && p.find_first_not_of("0123456789") == std::string::npos)
-    port = p;
-  return std::make_pair("http://" + HeadServiceName(name) + "." + ns + ".svc." + options_.cluster_domain + ":" + port,
-                        token);
+  return std::make_pair(HeadBaseUrl(cluster), token);
 }
 
 Status Operator::ResolveConfigMapWorkingDir(const std::string& ns, const std::string& base, const std::string& token,

@@ -75,7 +75,9 @@ class Operator {
 
  private:
   std::optional<AutoscalerInput> ReadHead(const nlohmann::json& cluster, const nlohmann::json& secrets);
-  // The head's API base URL ("http://<svc>.<ns>.svc.<domain>:8265") and admin token of `cluster`.
+  // "http://<svc>.<ns>.svc.<domain>:<dashboard port>" of `cluster`'s head.
+  std::string HeadBaseUrl(const nlohmann::json& cluster) const;
+  // The head's API base URL and admin token of `cluster`.
   Result<std::pair<std::string, std::string>> HeadAccess(const nlohmann::json& cluster);
   // A submit request whose working_dir is "configmap://NAME": the ConfigMap
   // packaged, uploaded to the head (unless it has it), and named "gcs://...".
